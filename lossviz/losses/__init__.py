@@ -1,0 +1,28 @@
+"""Production losses, drop-in compatible with OpenRLHF's (release v0.5.3) classes.
+
+Importing this package pulls in torch only (no sympy, no matplotlib), so a training job
+pays for nothing else::
+
+    from lossviz.losses import DPOLoss
+"""
+
+from ._reduce import masked_mean
+from .preference import DPOLoss, KTOLoss, VanillaKTOLoss
+from .reward import LogExpLoss, PairWiseLoss, PRMLoss
+from .rl import LOG_RATIO_MAX, PolicyLoss, ValueLoss
+from .sft import GPTLMLoss, KDLoss
+
+__all__ = [
+    "GPTLMLoss",
+    "KDLoss",
+    "DPOLoss",
+    "KTOLoss",
+    "VanillaKTOLoss",
+    "PolicyLoss",
+    "ValueLoss",
+    "PairWiseLoss",
+    "LogExpLoss",
+    "PRMLoss",
+    "masked_mean",
+    "LOG_RATIO_MAX",
+]

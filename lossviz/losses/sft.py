@@ -1,0 +1,98 @@
+r"""Supervised fine-tuning losses: next-token cross-entropy and knowledge distillation.
+
+**GPTLMLoss** (shifted next-token cross-entropy). With logits :math:`z_t \in \mathbb{R}^V`
+at position :math:`t` and the label :math:`y_{t+1}` of the next position, over the set
+:math:`\mathcal{T}` of positions whose label is not ``-100``:
+
+.. math::
+
+    \mathcal{L} = \frac{1}{|\mathcal{T}|} \sum_{t \in \mathcal{T}}
+        \Big(\log \sum_k e^{z_{t,k}} - z_{t, y_{t+1}}\Big),
+    \qquad
+    \frac{\partial \mathcal{L}}{\partial z_{t,k}} = \frac{p_{t,k} - \mathbb{1}[k = y_{t+1}]}{|\mathcal{T}|},
+    \quad p_t = \operatorname{softmax}(z_t).
+
+**KDLoss** (cross-entropy to the teacher's soft labels, on *unshifted* labels). With
+:math:`q_t = \operatorname{softmax}(z^T_t)` the teacher's distribution:
+
+.. math::
+
+    \mathcal{L} = -\frac{1}{|\mathcal{T}|} \sum_{t \in \mathcal{T}} \sum_k q_{t,k} \log p_{t,k},
+    \qquad
+    \frac{\partial \mathcal{L}}{\partial z_{t,k}} = \frac{p_{t,k} - q_{t,k}}{|\mathcal{T}|}.
+
+Since :math:`\mathrm{KL}(q \,\|\, p) = -\sum_k q_k \log p_k - H(q)` and the teacher entropy
+:math:`H(q)` does not depend on the student, minimising this cross-entropy minimises the KL.
+Vocabulary entries where the student logit is infinite (masked-out tokens) are excluded from
+the sum, as in the seed.
+
+lossviz hardening: when every label is ``-100`` both losses return a zero that stays
+attached to the graph (zero gradient) instead of NaN; half-precision inputs are computed in
+float32 and float64 inputs stay in float64 (the result has that compute dtype).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._checks import IGNORE_INDEX, check_class_labels, check_tensor, compute_dtype
+
+
+def _check_logits_and_labels(logits: torch.Tensor, labels: torch.Tensor, labels_name: str) -> None:
+    check_tensor("logits", logits)
+    check_tensor(labels_name, labels, floating=False)
+    if logits.dim() < 2:
+        raise ValueError(f"logits must have shape (..., T, V), got {tuple(logits.shape)}")
+    if labels.shape != logits.shape[:-1]:
+        raise ValueError(
+            f"{labels_name} must have the shape of logits without its vocabulary axis "
+            f"{tuple(logits.shape[:-1])}, got {tuple(labels.shape)}"
+        )
+
+
+class GPTLMLoss(nn.Module):
+    """Next-token cross-entropy for pre-training and SFT; labels ``-100`` are ignored."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.IGNORE_INDEX = IGNORE_INDEX
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        _check_logits_and_labels(logits, labels, "labels")
+        vocab = logits.shape[-1]
+        check_class_labels("labels", labels, vocab)
+        # position t predicts the token at t + 1
+        shift_logits = logits[..., :-1, :].reshape(-1, vocab).to(compute_dtype(logits))  # (N, V)
+        shift_labels = labels[..., 1:].reshape(-1)  # (N,)
+        nll_sum = F.cross_entropy(shift_logits, shift_labels, ignore_index=self.IGNORE_INDEX, reduction="sum")
+        count = (shift_labels != self.IGNORE_INDEX).sum().clamp(min=1)
+        return nll_sum / count
+
+
+class KDLoss(nn.Module):
+    """Knowledge distillation: cross-entropy of the student to the teacher's soft labels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.IGNORE_INDEX = IGNORE_INDEX
+
+    def forward(self, logits: torch.Tensor, teacher_logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        _check_logits_and_labels(logits, label, "label")
+        check_tensor("teacher_logits", teacher_logits)
+        if teacher_logits.shape != logits.shape:
+            raise ValueError(
+                f"teacher_logits must have the shape of logits {tuple(logits.shape)}, "
+                f"got {tuple(teacher_logits.shape)}"
+            )
+        dtype = torch.promote_types(compute_dtype(logits), compute_dtype(teacher_logits))
+        teacher_probs = F.softmax(teacher_logits.to(dtype), dim=-1)  # (..., V)  q
+        student_logprobs = F.log_softmax(logits.to(dtype), dim=-1)  # (..., V)  log p
+        # entries where the student logit is ±inf are excluded from the sum; zeroing log p there
+        # (not only the product) also keeps the teacher's gradient finite (-inf * 0 would be NaN)
+        student_logprobs = torch.where(torch.isinf(logits), 0.0, student_logprobs)
+        per_token = (teacher_probs * student_logprobs).sum(dim=-1).reshape(-1)  # (N,)  sum_k q_k log p_k
+        keep = (label != self.IGNORE_INDEX).reshape(-1)  # (N,)
+        total = torch.where(keep, per_token, 0.0).sum()
+        return -total / keep.sum().clamp(min=1)
