@@ -1,7 +1,26 @@
 """lossviz: derive, verify, plot and use the loss functions of LLM post-training.
 
 Importing ``lossviz`` is cheap: torch, sympy and matplotlib load only when the part that
-needs them is first used (``lossviz.losses`` needs torch alone).
+needs them is first used (``lossviz.losses`` needs torch alone)::
+
+    import lossviz
+    d = lossviz.derive("cdpo", beta=0.1)     # sympy loss, gradient, LaTeX and lesson facts
+    d.fact("minimum").value                  # 10.0*log((1.0 - label_smoothing)/label_smoothing)
 """
 
 __version__ = "0.1.0"
+
+__all__ = ["derive", "get_card", "names", "__version__"]
+
+
+def __getattr__(name):
+    # lazy: a training job that imports lossviz.losses never pays for sympy
+    if name in ("derive", "names"):
+        from . import registry
+
+        return getattr(registry, name)
+    if name == "get_card":
+        from .registry import get
+
+        return get
+    raise AttributeError(f"module 'lossviz' has no attribute {name!r}")

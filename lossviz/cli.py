@@ -16,6 +16,70 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+def parse_card_params(card, tokens: Sequence[str]) -> dict:
+    """``--beta 0.1 --label-smoothing=0.2`` -> ``{"beta": "0.1", "label_smoothing": "0.2"}`` for ``card``.
+
+    Values are validated later by the card (range and type); here only the flags are checked.
+    """
+    from .registry import closest_first
+
+    flags = {p.flag: p.name for p in card.params}
+    given, i = {}, 0
+    while i < len(tokens):
+        token = tokens[i]
+        flag, _, inline = token.partition("=")
+        if flag not in flags:
+            valid = ", ".join(closest_first(flag, sorted(flags))) or "(this loss has no parameters)"
+            raise UsageError(f"{card.name} has no parameter {flag}; valid: {valid}")
+        if inline:
+            value = inline
+        elif i + 1 < len(tokens):
+            i += 1
+            value = tokens[i]
+        else:
+            raise UsageError(f"{flag} needs a value in {card.param(flags[flag]).range_text()}")
+        given[flags[flag]] = value
+        i += 1
+    return given
+
+
+def _card_help(card) -> str:
+    lines = [f"{card.name}: {card.title} ({card.production or 'no production class'})", f"lesson: {card.lesson}", "parameters:"]
+    lines += [f"  {p.flag} {p.range_text()}  default {p.default}: {p.doc}" for p in card.params] or ["  (none)"]
+    return "\n".join(lines)
+
+
+def _list(args) -> int:
+    from .registry import cards
+    from .render import table
+
+    print("\n".join(table(cards())))
+    return 0
+
+
+def _derive(args) -> int:
+    from .cards.base import CardError
+    from .registry import get
+    from .render import as_json, as_latex, as_text
+
+    if args.help or not args.name:
+        print(args.parser.format_help())
+        if args.name:
+            print(_card_help(get(args.name)))
+        return 0 if args.help else 2
+    try:
+        card = get(args.name)
+        given = parse_card_params(card, args.params)
+        from .cards.base import Derivation
+
+        derivation = Derivation(card, card.resolve(given, symbolic=not args.defaults))
+        render = {"text": as_text, "latex": as_latex, "json": as_json}[args.format]
+        print(render(derivation))
+    except CardError as exc:
+        raise UsageError(str(exc)) from None
+    return 0
+
+
 def _demo(args) -> int:
     from .demo import run_demo
 
@@ -31,13 +95,35 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     demo = sub.add_parser("demo", help="compute every production loss on a small example batch and print it")
     demo.set_defaults(run=_demo)
+
+    listing = sub.add_parser("list", help="the loss entries: names, families, parameters with defaults, cases")
+    listing.set_defaults(run=_list)
+
+    derive = sub.add_parser(
+        "derive",
+        add_help=False,
+        help="the symbolic loss, gradient and lesson facts of one entry",
+        description="Derive one loss entry with sympy. Parameters are given as flags named after them "
+        "(--beta 0.1, --label-smoothing 0.2; `lossviz derive NAME --help` lists an entry's flags). "
+        "Real parameters that are not given stay symbolic, so the facts come out as formulas; "
+        "--defaults gives them their default values instead. Case parameters (--arm, --labels, --label) "
+        "take their default when not given.",
+    )
+    derive.add_argument("name", nargs="?", help="a loss entry (see `lossviz list`); aliases and class names work")
+    derive.add_argument("-h", "--help", action="store_true", help="show this help (with NAME: also that entry's flags)")
+    derive.add_argument("--format", choices=("text", "latex", "json"), default="text", help="output format (default: text)")
+    derive.add_argument("--defaults", action="store_true", help="give parameters that were not set their default value")
+    derive.set_defaults(run=_derive, takes_card_params=True, parser=derive)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra and not getattr(args, "takes_card_params", False):
+            raise UsageError(f"unrecognized arguments: {' '.join(extra)}")
+        args.params = extra  # the loss's own flags (--beta 0.1 ...), checked against its card
         if not getattr(args, "command", None):
             parser.print_help()
             return 2

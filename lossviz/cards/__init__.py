@@ -1,0 +1,1 @@
+"""One card per loss family; :mod:`lossviz.registry` lists them."""

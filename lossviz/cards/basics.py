@@ -1,0 +1,52 @@
+r"""Basics: the three curves to know by heart, :math:`\sigma(x)`, :math:`-\log\sigma(x)` and its derivative."""
+
+from __future__ import annotations
+
+import sympy as sp
+
+from ..symbolic import LogSigmoid, Sigmoid, elementary
+from ._common import sym, tensor
+from .base import Card, Example, Fact
+
+
+class _NegLogSigmoid:
+    """The production primitive every sigmoid-shaped loss is built on: ``-F.logsigmoid(x).mean()``."""
+
+    def __call__(self, x):
+        import torch.nn.functional as F
+
+        return -F.logsigmoid(x).mean()
+
+
+class Basics(Card):
+    name = "basics"
+    aliases = ("sigmoid", "logsigmoid")
+    family = "basics"
+    title = r"-log σ(x)"
+    lesson = "d/dx[-log σ(x)] = σ(x) - 1: the push is strongest (→ -1) when x is very negative, and vanishes as x grows"
+    production = "torch.nn.functional:logsigmoid"
+    variable_latex = {"x": "x"}
+
+    def variables(self, p):
+        return ("x",)
+
+    def loss(self, p):
+        return -LogSigmoid(sym("x"))
+
+    def facts(self, d):
+        x = sym("x")
+        g = d.gradient["x"]
+        naive = sp.log(1 + sp.exp(-x))
+        return [
+            Fact("gradient", "d/dx -log σ(x), which equals σ(x) - 1 = -σ(-x)", g),
+            Fact("gradient_minus_sigmoid_plus_one", "simplify(gradient - (σ(x) - 1)): zero", sp.simplify(elementary(g - (Sigmoid(x) - 1)))),
+            Fact("identity", "simplify(log(1 + e^{-x}) - (-log σ(x))): the two forms are one function", sp.simplify(naive - elementary(d.loss))),
+            Fact("gradient_limit_neg_inf", "the gradient as x -> -oo", sp.limit(elementary(g), x, -sp.oo)),
+            Fact("gradient_limit_pos_inf", "the gradient as x -> +oo", sp.limit(elementary(g), x, sp.oo)),
+        ]
+
+    def example(self, values, p, dtype=None, device=None):
+        return Example(_NegLogSigmoid(), [tensor([values["x"]], dtype, device)], {"x": (0, (0,))})
+
+    def sample(self, rng, p):
+        return {"x": float(rng.normal() * 3)}

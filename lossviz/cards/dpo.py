@@ -1,0 +1,127 @@
+r"""DPO, cDPO and IPO cards: losses of the implicit-reward margin :math:`h`."""
+
+from __future__ import annotations
+
+import sympy as sp
+
+from ..symbolic import LogSigmoid, elementary
+from ._common import solve_one, sym, tensor
+from .base import Card, Example, Fact, Param
+
+PAIR = ("policy_chosen_logps", "policy_rejected_logps", "reference_chosen_logps", "reference_rejected_logps")
+PAIR_LATEX = {
+    "policy_chosen_logps": r"\pi^{c}",
+    "policy_rejected_logps": r"\pi^{r}",
+    "reference_chosen_logps": r"\pi^{c}_{\mathrm{ref}}",
+    "reference_rejected_logps": r"\pi^{r}_{\mathrm{ref}}",
+}
+BETA = Param("beta", 0.1, "inverse temperature β: how hard the margin is pushed", r"\beta", low=0.0, low_open=True, high=100.0)
+MARGIN = sp.Symbol("h", real=True)
+
+
+def margin(vars_=PAIR):
+    pc, pr, rc, rr = (sym(n) for n in vars_)
+    return (pc - pr) - (rc - rr)
+
+
+def in_margin(expr):
+    """Re-express a function of the four log-probs as a function of the margin h alone."""
+    pc, pr, rc, rr = (sym(n) for n in PAIR)
+    return sp.simplify(expr.subs(pc, MARGIN + pr + rc - rr))
+
+
+def pair_example(module, values, dtype, device):
+    args = [tensor([values[n]], dtype, device) for n in PAIR]
+    return Example(module, args, {n: (i, (0,)) for i, n in enumerate(PAIR)})
+
+
+class _MarginCard(Card):
+    family = "dpo"
+    production = "lossviz.losses:DPOLoss"
+    variable_latex = PAIR_LATEX
+
+    def variables(self, p):
+        return PAIR
+
+    def production_kwargs(self, p):
+        return {"beta": float(p["beta"])}
+
+    def example(self, values, p, dtype=None, device=None):
+        from lossviz.losses import DPOLoss
+
+        return pair_example(DPOLoss(**self.production_kwargs(p)), values, dtype, device)
+
+    def sample(self, rng, p):
+        return {n: float(rng.normal() * 5) for n in PAIR}
+
+
+class DPO(_MarginCard):
+    name = "dpo"
+    aliases = ("DPOLoss",)
+    title = "DPO"
+    lesson = "-log σ(βh); the push β·σ(-βh) is largest when the pair is ranked wrongly"
+    params = (BETA,)
+
+    def loss(self, p):
+        return -LogSigmoid(p["beta"] * margin())
+
+    def facts(self, d):
+        beta = d.p["beta"]
+        weight = in_margin(-d.gradient["policy_chosen_logps"])
+        return [
+            Fact("gradient_weight", "-∂L/∂π_c = ∂L/∂π_r as a function of h: DPO Eq. 7's β σ(-βh)", weight),
+            Fact("gradient_antisymmetry", "∂L/∂π_c + ∂L/∂π_r: zero", sp.simplify(d.gradient["policy_chosen_logps"] + d.gradient["policy_rejected_logps"])),
+            Fact("weight_wrong_order", "the weight as h -> -oo (pair ranked wrongly): β", sp.limit(elementary(weight), MARGIN, -sp.oo)),
+            Fact("weight_right_order", "the weight as h -> +oo (pair ranked right): 0", sp.limit(elementary(weight), MARGIN, sp.oo)),
+        ]
+
+
+class CDPO(_MarginCard):
+    name = "cdpo"
+    aliases = ("conservative-dpo",)
+    title = "cDPO (label smoothing)"
+    lesson = "with probability ε the label is flipped; the loss gets a finite minimum at βh* = log((1-ε)/ε)"
+    params = (BETA, Param("label_smoothing", 0.1, "probability ε that the preference label is flipped", r"\varepsilon", low=0.0, high=0.5, high_open=True))
+
+    def loss(self, p):
+        beta, eps = p["beta"], p["label_smoothing"]
+        return -(1 - eps) * LogSigmoid(beta * margin()) - eps * LogSigmoid(-beta * margin())
+
+    def production_kwargs(self, p):
+        return {"beta": float(p["beta"]), "label_smoothing": float(p["label_smoothing"])}
+
+    def facts(self, d):
+        beta, eps = d.p["beta"], d.p["label_smoothing"]
+        slope = in_margin(d.gradient["policy_chosen_logps"])
+        h_star = solve_one(elementary(slope), MARGIN)
+        dpo_loss = -LogSigmoid(beta * margin())
+        beta_h = sp.oo if h_star is None else sp.simplify(sp.expand_log(beta * h_star, force=True))
+        facts = [
+            Fact("minimum", "the margin h* where the cDPO loss is minimal (∂L/∂h = 0)", beta_h / beta),
+            Fact("beta_times_minimum", "β h*, which equals log((1-ε)/ε)", beta_h),
+        ]
+        if isinstance(eps, sp.Symbol):
+            facts.append(Fact("epsilon_zero_is_dpo", "loss at ε = 0 minus the DPO loss: zero", sp.simplify(d.loss.subs(eps, 0) - dpo_loss)))
+        return facts
+
+
+class IPO(_MarginCard):
+    name = "ipo"
+    aliases = ()
+    title = "IPO"
+    lesson = "a squared loss that regresses the margin onto the target 1/(2β)"
+    params = (BETA,)
+
+    def loss(self, p):
+        return (margin() - 1 / (2 * p["beta"])) ** 2
+
+    def production_kwargs(self, p):
+        return {"beta": float(p["beta"]), "ipo": True}
+
+    def facts(self, d):
+        slope = in_margin(d.gradient["policy_chosen_logps"])
+        return [
+            Fact("target", "the margin where the IPO gradient vanishes (IPO Eq. 17: 1/(2β))", solve_one(slope, MARGIN)),
+            Fact("gradient_in_h", "∂L/∂h", slope),
+        ]
+

@@ -1,0 +1,148 @@
+r"""KTO cards: each example scored against a detached reference point, and the balanced vanilla variant."""
+
+from __future__ import annotations
+
+import sympy as sp
+
+from ..symbolic import LogSigmoid, Sigmoid, elementary
+from ._common import draw, far_from, solve_one, sym, tensor
+from .base import Card, Example, Fact, Param
+from .dpo import BETA, PAIR, PAIR_LATEX, margin, pair_example
+
+KL_VARS = ("policy_KL_logps", "reference_KL_logps")
+DELTA = sp.Symbol("Delta", real=True)  # the log-ratio π - π_ref of the example
+REF = sp.Symbol("z_ref", real=True)  # the reference point (detached, clamped KL)
+
+
+def clamp_at_zero(x):
+    return sp.Piecewise((x, x > 0), (0, True))
+
+
+class KTO(Card):
+    name = "kto"
+    aliases = ("KTOLoss",)
+    family = "kto"
+    title = "KTO"
+    lesson = "unpaired: 1 - σ(β(Δ - z)) (desirable) or 1 - σ(β(z - Δ)) (undesirable) around a detached reference point z; the gradient is bell-shaped"
+    production = "lossviz.losses:KTOLoss"
+    params = (
+        BETA,
+        Param("desirable_weight", 1.0, "weight w_D of desirable examples", r"w_D", low=0.0),
+        Param("undesirable_weight", 1.0, "weight w_U of undesirable examples", r"w_U", low=0.0),
+        Param("arm", "desirable", "which case: a desirable (chosen) or an undesirable (rejected) example", choices=("desirable", "undesirable")),
+    )
+    detached = KL_VARS
+    cases_doc = "arm=desirable|undesirable"
+    variable_latex = {
+        **PAIR_LATEX,
+        "policy_KL_logps": r"\pi^{KL}",
+        "reference_KL_logps": r"\pi^{KL}_{\mathrm{ref}}",
+    }
+
+    def _side(self, p):
+        return ("policy_chosen_logps", "reference_chosen_logps") if p["arm"] == "desirable" else ("policy_rejected_logps", "reference_rejected_logps")
+
+    def variables(self, p):
+        return self._side(p) + KL_VARS
+
+    def loss(self, p):
+        pol, ref = (sym(n) for n in self._side(p))
+        z = clamp_at_zero(sym("policy_KL_logps") - sym("reference_KL_logps"))
+        delta = pol - ref
+        if p["arm"] == "desirable":  # 1 - σ(β(Δ - z)) written as σ(-β(Δ - z))
+            return p["desirable_weight"] * Sigmoid(-p["beta"] * (delta - z))
+        return p["undesirable_weight"] * Sigmoid(-p["beta"] * (z - delta))
+
+    def production_kwargs(self, p):
+        return {"beta": float(p["beta"]), "desirable_weight": float(p["desirable_weight"]), "undesirable_weight": float(p["undesirable_weight"]), "world_size": 1}
+
+    def facts(self, d):
+        pol, ref = (sym(n) for n in self._side(d.params))
+        # the loss as a function of Δ around a reference point z > 0 (the clamp inactive)
+        arm = d.loss.subs(sym("policy_KL_logps") - sym("reference_KL_logps"), REF)
+        arm = arm.subs(sym("policy_KL_logps"), REF + sym("reference_KL_logps"))
+        arm = sp.piecewise_fold(arm).subs(pol, DELTA + ref)
+        arm = arm.replace(lambda e: isinstance(e, sp.Piecewise), lambda e: e.args[0][0])  # z > 0 branch
+        slope = sp.simplify(sp.diff(arm, DELTA))
+        peak = solve_one(elementary(sp.diff(slope, DELTA)), DELTA)
+        return [
+            Fact("gradient_in_delta", "∂ℓ/∂Δ = ∓w β σ(u) σ(-u) (desirable: -, undesirable: +), u = β(Δ - z): bell-shaped", slope),
+            Fact("gradient_peak", "where |∂ℓ/∂Δ| is largest: at the reference point Δ = z", sp.simplify(peak)),
+            Fact("gradient_peak_value", "∂ℓ/∂Δ at its peak: ∓w β / 4", sp.simplify(slope.subs(DELTA, peak))),
+            Fact("gradient_limit_neg_inf", "∂ℓ/∂Δ as Δ -> -oo: saturates to 0 (unlike DPO)", sp.limit(elementary(slope), DELTA, -sp.oo)),
+            Fact("gradient_limit_pos_inf", "∂ℓ/∂Δ as Δ -> +oo: 0", sp.limit(elementary(slope), DELTA, sp.oo)),
+            Fact("kl_gradient", "gradient with respect to the KL inputs: zero (detached)", d.gradient["policy_KL_logps"]),
+        ]
+
+    def example(self, values, p, dtype=None, device=None):
+        import torch
+
+        from lossviz.losses import KTOLoss
+
+        empty = torch.zeros(0, dtype=dtype or torch.float64, device=device)
+        pol, ref = self._side(p)
+        mine = tensor([values[pol]], dtype, device), tensor([values[ref]], dtype, device)
+        kl = tensor([values["policy_KL_logps"]], dtype, device), tensor([values["reference_KL_logps"]], dtype, device)
+        if p["arm"] == "desirable":
+            args = [mine[0], empty, kl[0], mine[1], empty.clone(), kl[1]]
+            where = {pol: (0, (0,)), ref: (3, (0,))}
+        else:
+            args = [empty, mine[0], kl[0], empty.clone(), mine[1], kl[1]]
+            where = {pol: (1, (0,)), ref: (4, (0,))}
+        where.update({"policy_KL_logps": (2, (0,)), "reference_KL_logps": (5, (0,))})
+        module = KTOLoss(**self.production_kwargs(p), device=torch.device(device or "cpu"))
+        return Example(module, args, where)
+
+    def sample(self, rng, p):
+        # the clamp of the reference point has a kink at KL = 0
+        return draw(rng, self.variables(p), 3.0, lambda v: far_from(v["policy_KL_logps"] - v["reference_KL_logps"], [0.0], 0.1))
+
+
+class VanillaKTO(Card):
+    name = "vanilla-kto"
+    aliases = ("VanillaKTOLoss",)
+    family = "kto"
+    title = "vanilla KTO"
+    lesson = "balanced sampling; chosen and rejected losses are concatenated, not subtracted, so they do not interact as in DPO's margin"
+    production = "lossviz.losses:VanillaKTOLoss"
+    params = (BETA,)
+    variable_latex = PAIR_LATEX
+
+    def variables(self, p):
+        return PAIR
+
+    def loss(self, p):
+        pc, pr, rc, rr = (sym(n) for n in PAIR)
+        d_c, d_r = pc - rc, pr - rr
+        beta = p["beta"]
+        # one chosen and one rejected example: each side's reference point is the other's clamped mean
+        return (Sigmoid(-beta * (d_c - clamp_at_zero(d_r))) + Sigmoid(-beta * (clamp_at_zero(d_c) - d_r))) / 2
+
+    def production_kwargs(self, p):
+        return {"beta": float(p["beta"])}
+
+    def facts(self, d):
+        pc, pr, rc, rr = (sym(n) for n in PAIR)
+        beta = d.p["beta"]
+        # both log-ratios negative: the clamped reference points are 0
+        below = d.loss.subs({pc: rc - sp.Symbol("a", positive=True), pr: rr - sp.Symbol("b", positive=True)})
+        below = sp.piecewise_fold(below)
+        a, b = sp.Symbol("a", positive=True), sp.Symbol("b", positive=True)
+        below = sp.simplify(below)
+        dpo_pair = -LogSigmoid(beta * margin())
+        return [
+            Fact("mixed_partial", "∂²ℓ/∂Δ_c∂Δ_r with both log-ratios below 0: zero, the two sides do not interact", sp.simplify(sp.diff(below, a, b))),
+            Fact("dpo_mixed_partial", "the same for DPO's -log σ(βh): not zero, DPO couples the pair through the margin",
+                 sp.simplify(sp.diff(dpo_pair, pc, pr))),
+        ]
+
+    def example(self, values, p, dtype=None, device=None):
+        from lossviz.losses import VanillaKTOLoss
+
+        return pair_example(VanillaKTOLoss(**self.production_kwargs(p)), values, dtype, device)
+
+    def sample(self, rng, p):
+        ok = lambda v: far_from(v["policy_chosen_logps"] - v["reference_chosen_logps"], [0.0], 0.1) and far_from(
+            v["policy_rejected_logps"] - v["reference_rejected_logps"], [0.0], 0.1
+        )
+        return draw(rng, PAIR, 3.0, ok)

@@ -1,0 +1,206 @@
+r"""PPO cards: the clipped policy surrogate (with asymmetric and dual clip) and the clipped value loss."""
+
+from __future__ import annotations
+
+import math
+
+import sympy as sp
+
+from ._common import draw, far_from, sym, tensor
+from .base import Card, Example, Fact, Param
+
+POLICY_VARS = ("log_probs", "old_log_probs", "advantages")
+VALUE_VARS = ("values", "old_values", "returns")
+RATIO = sp.Symbol("r", positive=True)
+LOG_RATIO_MAX = 20  # the production clamp of log π - log π_old (lossviz.losses.rl.LOG_RATIO_MAX)
+
+
+def _opt(name, doc, latex, low, high, low_open=True):
+    return Param(name, None, doc, latex, low=low, high=high, low_open=low_open, optional=True)
+
+
+class PPOPolicy(Card):
+    name = "ppo-policy"
+    aliases = ("policy", "ppo", "PolicyLoss")
+    family = "ppo"
+    title = "PPO clipped policy loss"
+    lesson = "-min(rA, clip(r, 1-ε, 1+ε)A): once r leaves the trust region in the direction A favours, the gradient is zero"
+    production = "lossviz.losses:PolicyLoss"
+    params = (
+        Param("clip_eps", 0.2, "trust-region half-width ε", r"\varepsilon", low=0.0, high=1.0, low_open=True, high_open=True),
+        _opt("clip_eps_low", "lower half-width ε_l (default: clip_eps)", r"\varepsilon_l", 0.0, 1.0),
+        _opt("clip_eps_high", "upper half-width ε_h (default: clip_eps)", r"\varepsilon_h", 0.0, 10.0),
+        _opt("dual_clip", "dual-clip constant c > 1 bounding the loss for A < 0 (default: off)", "c", 1.0, 100.0),
+    )
+    variable_latex = {"log_probs": r"\log\pi", "old_log_probs": r"\log\pi_{\mathrm{old}}", "advantages": "A"}
+
+    def variables(self, p):
+        return POLICY_VARS
+
+    def bounds(self, p):
+        low = p["clip_eps_low"] if p["clip_eps_low"] is not None else p["clip_eps"]
+        high = p["clip_eps_high"] if p["clip_eps_high"] is not None else p["clip_eps"]
+        return low, high
+
+    def loss(self, p):
+        return self.surrogate(p, clamp=True)
+
+    def surrogate(self, p, clamp: bool):
+        """The loss as Piecewise; ``clamp`` adds the production's log-ratio clamp at 20 (a numerical guard)."""
+        lp, old, adv = (sym(n) for n in POLICY_VARS)
+        x = lp - old  # log-ratio; r = e^x
+        low, high = self.bounds(p)
+        branches = [
+            (-adv * (1 + high), (adv >= 0) & (x > sp.log(1 + high))),  # clipped above: A favours growth
+            (-adv * (1 - low), (adv < 0) & (x < sp.log(1 - low))),  # clipped below: A favours shrinking
+        ]
+        if p["dual_clip"] is not None:
+            branches.append((-p["dual_clip"] * adv, (adv < 0) & (x > sp.log(p["dual_clip"]))))
+        if clamp:
+            branches.append((-adv * sp.exp(LOG_RATIO_MAX), (adv < 0) & (x >= LOG_RATIO_MAX)))
+        branches.append((-adv * sp.exp(x), True))
+        return sp.Piecewise(*branches)
+
+    def production_kwargs(self, p):
+        kw = {"clip_eps": float(p["clip_eps"])}
+        for k in ("clip_eps_low", "clip_eps_high", "dual_clip"):
+            if p[k] is not None:
+                kw[k] = float(p[k])
+        return kw
+
+    def facts(self, d):
+        lp, old, adv = (sym(n) for n in POLICY_VARS)
+        grad = sp.piecewise_fold(sp.diff(self.surrogate(d.p, clamp=False), lp))
+        facts = []
+        for sign, label in ((1, "positive"), (-1, "negative")):
+            a = sp.Symbol("A", positive=True) * sign
+            region, inside = sp.EmptySet, None
+            pieces = grad.args if isinstance(grad, sp.Piecewise) else ((grad, sp.true),)
+            for value, cond in pieces:
+                cond_a = cond.subs({adv: a, old: 0})
+                if cond_a == sp.false:
+                    continue
+                if sp.simplify(value.subs(adv, a)) == 0:
+                    region = region | _ratio_set(cond_a, lp)
+                else:
+                    inside = value
+            facts.append(Fact(f"zero_gradient_ratios_A_{label}",
+                              f"the ratios r where ∂L/∂log π = 0 for A {'>' if sign > 0 else '<'} 0 (clipped on the favoured side)",
+                              _tidy_set(region)))
+            facts.append(Fact(f"gradient_inside_A_{label}", "∂L/∂log π where it is not clipped, in r (= -A r)",
+                              sp.simplify(inside.subs({adv: a, lp: sp.log(RATIO), old: 0}))))
+        return facts
+
+    def example(self, values, p, dtype=None, device=None):
+        from lossviz.losses import PolicyLoss
+
+        args = [tensor([[values[n]]], dtype, device) for n in POLICY_VARS]
+        return Example(PolicyLoss(**self.production_kwargs(p)), args, {n: (i, (0, 0)) for i, n in enumerate(POLICY_VARS)})
+
+    def sample(self, rng, p):
+        low, high = (float(v) for v in self.bounds(p))
+        kinks = [math.log(1 - low), math.log(1 + high)] + ([math.log(float(p["dual_clip"]))] if p["dual_clip"] is not None else [])
+        ok = lambda v: far_from(v["log_probs"] - v["old_log_probs"], kinks, 0.02) and abs(v["advantages"]) > 0.05
+        return draw(rng, POLICY_VARS, 0.5, ok)
+
+
+def _ratio_set(cond, lp):
+    """The set of ratios r = e^{log π} (old log-prob 0) where ``cond`` holds.
+
+    Each relation on the log-ratio is mapped through exp (monotonic) to a relation on r and
+    solved by ``solveset``; ``And``/``Or`` become intersection/union.
+    """
+    positive = sp.Interval.open(0, sp.oo)
+    if cond == sp.true:
+        return positive
+    if cond == sp.false:
+        return sp.EmptySet
+    if isinstance(cond, sp.And):
+        return sp.Intersection(*[_ratio_set(c, lp) for c in cond.args])
+    if isinstance(cond, sp.Or):
+        return sp.Union(*[_ratio_set(c, lp) for c in cond.args])
+    relation = cond.func(sp.exp(cond.lhs), sp.exp(cond.rhs)).subs(sp.exp(lp), RATIO)
+    return sp.solveset(relation, RATIO, positive)
+
+
+def _tidy_set(region):
+    """Drop the parts of a union that are empty once 0 < ε < 1 is known (sympy cannot assume it)."""
+    if isinstance(region, sp.Union):
+        eps = [s for s in region.free_symbols if s.name.startswith("clip_eps")]
+        keep = [part for part in region.args if part.subs({e: sp.Rational(1, 5) for e in eps}) != sp.EmptySet]
+        return sp.Union(*keep)
+    return region
+
+
+class PPOValue(Card):
+    name = "ppo-value"
+    aliases = ("value", "ValueLoss")
+    family = "ppo"
+    title = "PPO clipped value loss"
+    lesson = "½·max of clipped and unclipped squared errors: pessimistic, the clip binds only when it makes the loss larger"
+    production = "lossviz.losses:ValueLoss"
+    params = (
+        Param("clip_eps", 0.2, "value clip half-width ε (none: unclipped)", r"\varepsilon", low=0.0, high=100.0, low_open=True, optional=True),
+        _opt("clip_eps_low", "lower half-width (default: clip_eps)", r"\varepsilon_l", 0.0, 100.0),
+        _opt("clip_eps_high", "upper half-width (default: clip_eps)", r"\varepsilon_h", 0.0, 100.0),
+    )
+    variable_latex = {"values": "v", "old_values": r"v_{\mathrm{old}}", "returns": "R"}
+
+    def variables(self, p):
+        return VALUE_VARS
+
+    def bounds(self, p):
+        low = p["clip_eps_low"] if p["clip_eps_low"] is not None else p["clip_eps"]
+        high = p["clip_eps_high"] if p["clip_eps_high"] is not None else p["clip_eps"]
+        return low, high
+
+    def loss(self, p):
+        v, v_old, ret = (sym(n) for n in VALUE_VARS)
+        low, high = self.bounds(p)
+        unclipped = (v - ret) ** 2 / 2
+        if low is None:
+            return unclipped
+        upper, lower = (v_old + high - ret) ** 2 / 2, (v_old - low - ret) ** 2 / 2
+        return sp.Piecewise(
+            (upper, (v - v_old > high) & (upper > unclipped)),  # clipped at v_old + ε and the larger error
+            (lower, (v - v_old < -low) & (lower > unclipped)),
+            (unclipped, True),
+        )
+
+    def production_kwargs(self, p):
+        return {k: float(p[k]) for k in ("clip_eps", "clip_eps_low", "clip_eps_high") if p[k] is not None}
+
+    def facts(self, d):
+        v, v_old, ret = (sym(n) for n in VALUE_VARS)
+        low, high = self.bounds(d.p)
+        facts = [Fact("unclipped_gradient", "∂L/∂v where the unclipped error wins: v - R (the ½ cancels the square's 2)",
+                      sp.diff((v - ret) ** 2 / 2, v))]
+        if high is not None:
+            # the clipped error (v_old + ε - R)² / 2 equals the unclipped one at two values of v
+            edges = sp.solve(sp.Eq((v_old + high - ret) ** 2, (v - ret) ** 2), v)
+            far = [e for e in edges if sp.simplify(e - (v_old + high)) != 0][0]
+            facts.append(Fact("flat_zone_above", "for R > v_old + ε: the zero-gradient zone of v (between the clip edge and its mirror image across R)",
+                              sp.Interval.open(v_old + high, sp.expand(far))))
+            edges_low = sp.solve(sp.Eq((v_old - low - ret) ** 2, (v - ret) ** 2), v)
+            far_low = [e for e in edges_low if sp.simplify(e - (v_old - low)) != 0][0]
+            facts.append(Fact("flat_zone_below", "for R < v_old - ε: the zero-gradient zone of v",
+                              sp.Interval.open(sp.expand(far_low), v_old - low)))
+        return facts
+
+    def example(self, values, p, dtype=None, device=None):
+        from lossviz.losses import ValueLoss
+
+        args = [tensor([[values[n]]], dtype, device) for n in VALUE_VARS]
+        return Example(ValueLoss(**self.production_kwargs(p)), args, {n: (i, (0, 0)) for i, n in enumerate(VALUE_VARS)})
+
+    def sample(self, rng, p):
+        low, high = self.bounds(p)
+
+        def ok(v):
+            if low is None:
+                return True
+            step = v["values"] - v["old_values"]
+            err = abs(v["values"] - v["returns"])
+            return far_from(step, [-float(low), float(high)], 0.02) and far_from(err, [abs(v["old_values"] + float(high) - v["returns"]), abs(v["old_values"] - float(low) - v["returns"])], 0.02)
+
+        return draw(rng, VALUE_VARS, 1.0, ok)

@@ -1,0 +1,74 @@
+r"""PRM card: the loss at one placeholder position, restricted to the two reward tokens."""
+
+from __future__ import annotations
+
+import sympy as sp
+
+from ..symbolic import LogSigmoid, elementary
+from ._common import solve_one, sym, tensor
+from .base import Card, CardError, Example, Fact, Param
+
+LOGITS = ("logits_0", "logits_1")  # the logits of the reward tokens (+, -) at the placeholder
+PLACEHOLDER, REWARD_IDS, VOCAB = 3, [1, 2], 4
+DIFF = sp.Symbol("d", real=True)  # z_+ - z_-
+
+
+class PRM(Card):
+    name = "prm"
+    aliases = ("PRMLoss", "process-reward")
+    family = "prm"
+    title = "process reward model loss"
+    lesson = "a 2-way softmax over the reward tokens = a logistic loss on d = z₊ - z₋; a soft label p is optimal at d* = log(p/(1-p))"
+    production = "lossviz.losses:PRMLoss"
+    params = (
+        Param("labels", "soft", "which case: soft labels (p is a probability) or hard labels (p is 1 for '+', 0 for '-')", choices=("soft", "hard")),
+        Param("p", 0.8, "probability that the step is correct (the first reward token)", "p", low=0.0, high=1.0),
+    )
+    cases_doc = "labels=soft|hard"
+    variable_latex = {"logits_0": "z_{+}", "logits_1": "z_{-}"}
+
+    def resolve_extra(self, values, given):
+        if values["labels"] == "hard":
+            if "p" not in given:
+                values["p"] = 1.0
+            elif values["p"] not in (0.0, 1.0):
+                raise CardError(f"--p must be 0 or 1 with --labels hard (the label '+' is 1, '-' is 0); got {values['p']:g}")
+        return values
+
+    def variables(self, p):
+        return LOGITS
+
+    def loss(self, p):
+        d = sym("logits_0") - sym("logits_1")
+        return -p["p"] * LogSigmoid(d) - (1 - p["p"]) * LogSigmoid(-d)
+
+    def facts(self, d):
+        slope = sp.simplify(d.gradient["logits_0"].subs(sym("logits_0"), DIFF + sym("logits_1")))
+        facts = [
+            Fact("gradient_in_d", "∂ℓ/∂z₊ = -∂ℓ/∂z₋ as a function of d: σ(d) - p", slope),
+            Fact("gradient_antisymmetry", "∂ℓ/∂z₊ + ∂ℓ/∂z₋: zero", sp.simplify(d.gradient["logits_0"] + d.gradient["logits_1"])),
+        ]
+        if d.params["labels"] == "soft":
+            optimum = solve_one(elementary(slope), DIFF)
+            facts.append(Fact("optimum", "the logit difference d* where the soft-label loss is minimal: log(p/(1-p))",
+                              sp.oo if optimum is None else sp.simplify(optimum)))
+        return facts
+
+    def example(self, values, p, dtype=None, device=None):
+        import torch
+
+        from lossviz.losses import PRMLoss
+
+        logits = torch.zeros(1, 1, VOCAB, dtype=dtype or torch.float64, device=device)
+        for k, n in enumerate(LOGITS):
+            logits[0, 0, REWARD_IDS[k]] = values[n]
+        inputs = torch.tensor([[PLACEHOLDER]], device=device)
+        if p["labels"] == "soft":
+            labels = tensor([[float(p["p"])]], dtype, device)
+        else:
+            labels = torch.tensor([[REWARD_IDS[0] if float(p["p"]) == 1.0 else REWARD_IDS[1]]], device=device)
+        return Example(PRMLoss(PLACEHOLDER, REWARD_IDS), [inputs, logits, labels], {n: (1, (0, 0, REWARD_IDS[k])) for k, n in enumerate(LOGITS)})
+
+    def sample(self, rng, p):
+        return {n: float(rng.normal() * 2) for n in LOGITS}
+

@@ -1,0 +1,91 @@
+r"""Reward-model cards: the pairwise (Bradley-Terry) loss with a margin, and its log-exp form."""
+
+from __future__ import annotations
+
+import sympy as sp
+
+from ..symbolic import LogSigmoid, elementary, stabilize
+from ._common import solve_one, sym, tensor
+from .base import Card, Example, Fact, Param
+
+REWARDS = ("chosen_reward", "reject_reward")
+GAP = sp.Symbol("Delta", real=True)  # the reward gap r_c - r_r
+MARGIN = Param("margin", 0.0, "margin m that the reward gap must exceed", "m")
+FADE = sp.Rational(1, 10)  # "no longer trains": the gradient's magnitude has fallen to 1/10
+
+
+def in_gap(expr):
+    return expr.subs(sym("chosen_reward"), GAP + sym("reject_reward"))
+
+
+class _RewardCard(Card):
+    family = "reward"
+    params = (MARGIN,)
+    variable_latex = {"chosen_reward": "r_c", "reject_reward": "r_r"}
+
+    def variables(self, p):
+        return REWARDS
+
+    def example(self, values, p, dtype=None, device=None):
+        module = self._module()
+        args = [tensor([values[n]], dtype, device) for n in REWARDS] + [tensor([float(p["margin"])], dtype, device)]
+        return Example(module, args, {n: (i, (0,)) for i, n in enumerate(REWARDS)})
+
+    def sample(self, rng, p):
+        return {n: float(rng.normal() * 3) for n in REWARDS}
+
+    def shared_facts(self, d):
+        m = d.p["margin"]
+        slope = sp.simplify(in_gap(d.gradient["chosen_reward"]))
+        at_zero_margin = in_gap(-LogSigmoid(sym("chosen_reward") - sym("reject_reward")))
+        fade = solve_one(elementary(-slope - FADE), GAP)
+        return [
+            Fact("gradient_in_gap", "∂ℓ/∂r_c as a function of the gap Δ: -σ(m - Δ)", slope),
+            Fact("shift", "ℓ_m(Δ) - ℓ_0(Δ - m): zero, the margin shifts the curve by m",
+                 sp.simplify(elementary(stabilize(in_gap(d.loss)) - at_zero_margin.subs(GAP, GAP - m)))),
+            Fact("fade_point", "the gap where |∂ℓ/∂r_c| has fallen to 1/10: m + log 9 ≈ m + 2.2", sp.simplify(fade)),
+        ]
+
+
+class PairWise(_RewardCard):
+    name = "pairwise"
+    aliases = ("PairWiseLoss", "bradley-terry")
+    title = "pairwise reward-model loss"
+    lesson = "-log σ(Δ - m): the margin moves the point where the gradient fades from about 2 to about 2 + m"
+    production = "lossviz.losses:PairWiseLoss"
+
+    def _module(self):
+        from lossviz.losses import PairWiseLoss
+
+        return PairWiseLoss()
+
+    def loss(self, p):
+        return -LogSigmoid(sym("chosen_reward") - sym("reject_reward") - p["margin"])
+
+    def facts(self, d):
+        return self.shared_facts(d)
+
+
+class LogExp(_RewardCard):
+    name = "logexp"
+    aliases = ("LogExpLoss", "log-exp")
+    title = "log-exp reward-model loss"
+    lesson = "log(1 + e^{r_r - r_c}) is the pairwise loss written naively: equal in math, but the naive form overflows"
+    production = "lossviz.losses:LogExpLoss"
+
+    def _module(self):
+        from lossviz.losses import LogExpLoss
+
+        return LogExpLoss()
+
+    def loss(self, p):
+        # written naively, as the seed does; the lowering rewrites it stably
+        return sp.log(1 + sp.exp(sym("reject_reward") - sym("chosen_reward") + p["margin"]))
+
+    def facts(self, d):
+        pairwise = -LogSigmoid(sym("chosen_reward") - sym("reject_reward") - d.p["margin"])
+        return self.shared_facts(d) + [
+            Fact("equals_pairwise", "log(1 + e^{r_r - r_c + m}) - (-log σ(r_c - r_r - m)): zero", sp.simplify(d.loss - elementary(pairwise))),
+            Fact("stable_form", "what the stable lowering evaluates instead of the naive form", stabilize(d.loss)),
+        ]
+

@@ -1,0 +1,106 @@
+r"""SFT cards on an explicit 3-token vocabulary: next-token cross-entropy (GPTLM) and distillation (KD)."""
+
+from __future__ import annotations
+
+import sympy as sp
+
+from ..symbolic import LogSumExp, elementary
+from ._common import sym, tensor
+from .base import Card, Example, Fact, Param
+
+VOCAB = 3
+STUDENT = tuple(f"logits_{k}" for k in range(VOCAB))
+TEACHER = tuple(f"teacher_logits_{k}" for k in range(VOCAB))
+
+
+def _softmax(names, k):
+    z = [sym(n) for n in names]
+    return sp.exp(z[k]) / sp.Add(*[sp.exp(v) for v in z])
+
+
+class GPTLM(Card):
+    name = "gptlm"
+    aliases = ("sft", "GPTLMLoss")
+    family = "sft"
+    title = "next-token cross-entropy"
+    lesson = "shifted next-token CE; ∂L/∂z_k = p_k - 1[k = y]; positions labelled -100 contribute nothing"
+    production = "lossviz.losses:GPTLMLoss"
+    params = (Param("label", "0", "index of the target token in the 3-token vocabulary", choices=("0", "1", "2")),)
+    variable_latex = {n: f"z_{k}" for k, n in enumerate(STUDENT)}
+    cases_doc = "label=0|1|2 (target token)"
+
+    def variables(self, p):
+        return STUDENT
+
+    def loss(self, p):
+        z = [sym(n) for n in STUDENT]
+        return LogSumExp(*z) - z[int(p["label"])]
+
+    def facts(self, d):
+        y = int(d.params["label"])
+        softmax_minus_onehot = sp.Matrix([_softmax(STUDENT, k) - (1 if k == y else 0) for k in range(VOCAB)])
+        grad = sp.Matrix([elementary(d.gradient[n]) for n in STUDENT])
+        return [
+            Fact("gradient", "∂L/∂z_k as sympy differentiates it", sp.Matrix([d.gradient[n] for n in STUDENT])),
+            Fact("gradient_minus_softmax_onehot", "simplify(∂L/∂z - (softmax(z) - onehot(y))): zero", sp.simplify(grad - softmax_minus_onehot)),
+        ]
+
+    def example(self, values, p, dtype=None, device=None):
+        import torch
+
+        from lossviz.losses import GPTLMLoss
+
+        # position 0 holds the variables and predicts the label at position 1
+        logits = tensor([[[values[n] for n in STUDENT], [0.0] * VOCAB]], dtype, device)
+        labels = torch.tensor([[-100, int(p["label"])]], device=device)
+        return Example(GPTLMLoss(), [logits, labels], {n: (0, (0, 0, k)) for k, n in enumerate(STUDENT)})
+
+    def sample(self, rng, p):
+        return {n: float(rng.normal() * 2) for n in STUDENT}
+
+
+class KD(Card):
+    name = "kd"
+    aliases = ("distillation", "KDLoss")
+    family = "sft"
+    title = "knowledge distillation"
+    lesson = "CE to the teacher's soft labels = KL(p_T‖p_S) + H(p_T); ∂/∂z_k = p_S,k - p_T,k"
+    production = "lossviz.losses:KDLoss"
+    variable_latex = {**{n: f"z_{k}" for k, n in enumerate(STUDENT)}, **{n: f"t_{k}" for k, n in enumerate(TEACHER)}}
+
+    def variables(self, p):
+        return STUDENT + TEACHER
+
+    def loss(self, p):
+        z = [sym(n) for n in STUDENT]
+        t = [sym(n) for n in TEACHER]
+        lse_z, lse_t = LogSumExp(*z), LogSumExp(*t)
+        return -sp.Add(*[sp.exp(t[k] - lse_t) * (z[k] - lse_z) for k in range(VOCAB)])
+
+    def facts(self, d):
+        student_minus_teacher = sp.Matrix([_softmax(STUDENT, k) - _softmax(TEACHER, k) for k in range(VOCAB)])
+        grad = sp.Matrix([elementary(d.gradient[n]) for n in STUDENT])
+        q = [_softmax(TEACHER, k) for k in range(VOCAB)]
+        p_s = [_softmax(STUDENT, k) for k in range(VOCAB)]
+        cross_entropy = -sp.Add(*[q[k] * sp.log(p_s[k]) for k in range(VOCAB)])
+        teacher_entropy = -sp.Add(*[q[k] * sp.log(q[k]) for k in range(VOCAB)])
+        kl = sp.Add(*[q[k] * (sp.log(q[k]) - sp.log(p_s[k])) for k in range(VOCAB)])
+        return [
+            Fact("gradient_minus_student_minus_teacher", "simplify(∂L/∂z - (p_S - p_T)): zero", sp.simplify(grad - student_minus_teacher)),
+            Fact("kl_minus_ce_plus_entropy", "simplify(KL(p_T‖p_S) - (CE - H(p_T))): zero, so minimising CE minimises KL",
+                 sp.simplify(sp.expand_log(kl - (cross_entropy - teacher_entropy), force=True))),
+            Fact("loss_minus_ce", "simplify(card loss - CE(p_T, p_S)): zero", sp.simplify(sp.expand_log(elementary(d.loss) - cross_entropy, force=True))),
+        ]
+
+    def example(self, values, p, dtype=None, device=None):
+        import torch
+
+        from lossviz.losses import KDLoss
+
+        logits = tensor([[[values[n] for n in STUDENT]]], dtype, device)
+        teacher = tensor([[[values[n] for n in TEACHER]]], dtype, device)
+        where = {**{n: (0, (0, 0, k)) for k, n in enumerate(STUDENT)}, **{n: (1, (0, 0, k)) for k, n in enumerate(TEACHER)}}
+        return Example(KDLoss(), [logits, teacher, torch.zeros(1, 1, dtype=torch.long, device=device)], where)
+
+    def sample(self, rng, p):
+        return {n: float(rng.normal() * 2) for n in STUDENT + TEACHER}
