@@ -5,12 +5,13 @@ needs them is first used (``lossviz.losses`` needs torch alone)::
 
     import lossviz
     d = lossviz.derive("cdpo", beta=0.1)     # sympy loss, gradient, LaTeX and lesson facts
-    d.fact("minimum").value                  # 10.0*log((1.0 - label_smoothing)/label_smoothing)
+    d.fact("minimum").value                  # log((1 - label_smoothing)/label_smoothing)*10
+    lossviz.verify("dpo", device="cpu", dtype="float32").ok   # production gradient == the card's
 """
 
 __version__ = "0.1.0"
 
-__all__ = ["derive", "get_card", "names", "__version__"]
+__all__ = ["derive", "verify", "get_card", "names", "__version__"]
 
 
 def __getattr__(name):
@@ -19,6 +20,10 @@ def __getattr__(name):
         from . import registry
 
         return getattr(registry, name)
+    if name == "verify":
+        from .verification import verify
+
+        return verify
     if name == "get_card":
         from .registry import get
 

@@ -80,6 +80,26 @@ def _derive(args) -> int:
     return 0
 
 
+def _verify(args) -> int:
+    from .verification import TOLERANCES, VerifyError, verify
+
+    if args.all and args.names:
+        raise UsageError("give entry names or --all, not both")
+    if not args.all and not args.names:
+        raise UsageError("give entry names to verify (see `lossviz list`) or --all")
+    try:
+        report = verify(None if args.all else args.names, device=args.device, dtype=args.dtype, seed=args.seed)
+    except VerifyError as exc:
+        raise UsageError(str(exc)) from None
+    if args.json:
+        print(report.to_json())
+    else:
+        print(f"tolerance (relative, loss and gradients) for {args.dtype}: {TOLERANCES[args.dtype]:.0e}; "
+              "finite differences and gradcheck run in float64 on the same device")
+        print(report.table())
+    return 0 if report.ok else 1
+
+
 def _demo(args) -> int:
     from .demo import run_demo
 
@@ -93,6 +113,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"lossviz {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    verify = sub.add_parser(
+        "verify",
+        help="check that the production classes have the card's gradient (autograd, finite differences, gradcheck)",
+        description="Run each entry's production class forward and backward on seeded random batches "
+        "(masks, ignored labels, margins, empty KTO sides) and compare the input gradients with the card's "
+        "symbolic gradient carried through the reduction; also central finite differences and "
+        "torch.autograd.gradcheck in float64. Exit status 1 if anything fails.",
+    )
+    verify.add_argument("names", nargs="*", metavar="NAME", help="entries to verify (see `lossviz list`)")
+    verify.add_argument("--all", action="store_true", help="verify every entry")
+    verify.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto: CUDA when available (default)")
+    verify.add_argument("--dtype", default="float64", choices=("float64", "float32", "bfloat16"), help="dtype of the production run (default float64)")
+    verify.add_argument("--seed", type=int, default=0, help="seed of the random batches (default 0)")
+    verify.add_argument("--json", action="store_true", help="print the report as JSON")
+    verify.set_defaults(run=_verify)
+
     demo = sub.add_parser("demo", help="compute every production loss on a small example batch and print it")
     demo.set_defaults(run=_demo)
 

@@ -148,6 +148,10 @@ class Card:
         """A random point of the variables, away from kinks (default: standard normal)."""
         return {v: float(rng.normal()) for v in self.variables(p)}
 
+    def batches(self, rng, p: Mapping[str, object]) -> list:
+        """Random production batches with the terms of this card's loss (see :mod:`.batch`)."""
+        raise NotImplementedError(f"{self.name} has no verification batches")
+
     def resolve_extra(self, values: Dict[str, object], given: Mapping[str, object]) -> Dict[str, object]:
         """Hook for parameters whose meaning depends on another (e.g. a PRM hard label)."""
         return values

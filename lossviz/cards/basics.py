@@ -7,6 +7,7 @@ import sympy as sp
 from ..symbolic import LogSigmoid, Sigmoid, elementary
 from ._common import sym, tensor
 from .base import Card, Example, Fact
+from .batch import BatchSpec, Term, sample_rows
 
 
 class _NegLogSigmoid:
@@ -50,3 +51,10 @@ class Basics(Card):
 
     def sample(self, rng, p):
         return {"x": float(rng.normal() * 3)}
+
+    def batches(self, rng, p):
+        import numpy as np
+
+        x = np.array([row["x"] for row in sample_rows(self, rng, p, 8)])
+        terms = [Term({"x": (0, (i,))}, 1 / 8) for i in range(8)]
+        return [BatchSpec("mean over 8", lambda device: _NegLogSigmoid(), [x], ["x"], [0], terms)]

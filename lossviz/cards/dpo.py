@@ -7,6 +7,7 @@ import sympy as sp
 from ..symbolic import LogSigmoid, elementary
 from ._common import solve_one, sym, tensor
 from .base import Card, Example, Fact, Param
+from .batch import BatchSpec, Term, sample_rows
 
 PAIR = ("policy_chosen_logps", "policy_rejected_logps", "reference_chosen_logps", "reference_rejected_logps")
 PAIR_LATEX = {
@@ -53,6 +54,21 @@ class _MarginCard(Card):
 
     def sample(self, rng, p):
         return {n: float(rng.normal() * 5) for n in PAIR}
+
+    def batches(self, rng, p):
+        from lossviz.losses import DPOLoss
+
+        return [pair_batch(self, rng, p, lambda device: DPOLoss(**self.production_kwargs(p)))]
+
+
+def pair_batch(card, rng, p, make_module, pairs: int = 6):
+    """Independent pairs, mean over pairs: one term per pair with weight 1/N."""
+    import numpy as np
+
+    rows = sample_rows(card, rng, p, pairs)
+    args = [np.array([r[n] for r in rows]) for n in PAIR]
+    terms = [Term({n: (k, (i,)) for k, n in enumerate(PAIR)}, 1 / pairs) for i in range(pairs)]
+    return BatchSpec(f"mean over {pairs} pairs", make_module, args, PAIR, [0, 1, 2, 3], terms)
 
 
 class DPO(_MarginCard):

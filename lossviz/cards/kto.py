@@ -7,6 +7,7 @@ import sympy as sp
 from ..symbolic import LogSigmoid, Sigmoid, elementary
 from ._common import draw, far_from, solve_one, sym, tensor
 from .base import Card, Example, Fact, Param
+from .batch import BatchSpec, Term, sample_rows
 from .dpo import BETA, PAIR, PAIR_LATEX, margin, pair_example
 
 KL_VARS = ("policy_KL_logps", "reference_KL_logps")
@@ -97,6 +98,34 @@ class KTO(Card):
         # the clamp of the reference point has a kink at KL = 0
         return draw(rng, self.variables(p), 3.0, lambda v: far_from(v["policy_KL_logps"] - v["reference_KL_logps"], [0.0], 0.1))
 
+    def batches(self, rng, p):
+        import numpy as np
+
+        import torch
+
+        from lossviz.losses import KTOLoss
+
+        make = lambda device: KTOLoss(**self.production_kwargs(p), device=torch.device(device))
+        names = ["policy_chosen_logps", "policy_rejected_logps", "policy_KL_logps",
+                 "reference_chosen_logps", "reference_rejected_logps", "reference_KL_logps"]
+
+        def spec(label, n_chosen, n_rejected, kl_shift):
+            desirable = sample_rows(self, rng, {**p, "arm": "desirable"}, n_chosen)
+            undesirable = sample_rows(self, rng, {**p, "arm": "undesirable"}, n_rejected)
+            while True:  # the KL batch: its mean log-ratio (the reference point) away from the clamp at 0
+                pkl, rkl = rng.normal(size=4) * 3 + kl_shift, rng.normal(size=4) * 3
+                if abs(np.mean(pkl - rkl)) > 0.1:
+                    break
+            args = [np.array([r["policy_chosen_logps"] for r in desirable]), np.array([r["policy_rejected_logps"] for r in undesirable]), pkl,
+                    np.array([r["reference_chosen_logps"] for r in desirable]), np.array([r["reference_rejected_logps"] for r in undesirable]), rkl]
+            kl = {"policy_KL_logps": ("mean", 2), "reference_KL_logps": ("mean", 5)}
+            weight = 1 / (n_chosen + n_rejected)  # one mean over the concatenated losses
+            terms = [Term({"policy_chosen_logps": (0, (i,)), "reference_chosen_logps": (3, (i,)), **kl}, weight, {"arm": "desirable"}) for i in range(n_chosen)]
+            terms += [Term({"policy_rejected_logps": (1, (j,)), "reference_rejected_logps": (4, (j,)), **kl}, weight, {"arm": "undesirable"}) for j in range(n_rejected)]
+            return BatchSpec(label, make, args, names, [0, 1, 2, 3, 4, 5], terms)
+
+        return [spec("both arms, reference point > 0", 3, 2, 2.0), spec("no undesirable example, reference point clamped", 4, 0, -4.0)]
+
 
 class VanillaKTO(Card):
     name = "vanilla-kto"
@@ -112,11 +141,22 @@ class VanillaKTO(Card):
         return PAIR
 
     def loss(self, p):
-        pc, pr, rc, rr = (sym(n) for n in PAIR)
-        d_c, d_r = pc - rc, pr - rr
+        # one chosen and one rejected example: the batch loss with n_c = n_r = 1
+        return self.batch_loss(p, [("policy_chosen_logps", "reference_chosen_logps")], [("policy_rejected_logps", "reference_rejected_logps")])
+
+    @staticmethod
+    def batch_loss(p, chosen, rejected):
+        """The loss of a batch: ``chosen``/``rejected`` list (policy, reference) variable names.
+
+        Each side's reference point is the other side's mean log-ratio clamped at 0, not
+        detached, so every example's loss depends on the whole other side.
+        """
         beta = p["beta"]
-        # one chosen and one rejected example: each side's reference point is the other's clamped mean
-        return (Sigmoid(-beta * (d_c - clamp_at_zero(d_r))) + Sigmoid(-beta * (clamp_at_zero(d_c) - d_r))) / 2
+        d_c = [sym(a) - sym(b) for a, b in chosen]
+        d_r = [sym(a) - sym(b) for a, b in rejected]
+        z_c, z_r = clamp_at_zero(sp.Add(*d_c) / len(d_c)), clamp_at_zero(sp.Add(*d_r) / len(d_r))
+        terms = [Sigmoid(-beta * (d - z_r)) for d in d_c] + [Sigmoid(-beta * (z_c - d)) for d in d_r]
+        return sp.Add(*terms) / len(terms)
 
     def production_kwargs(self, p):
         return {"beta": float(p["beta"])}
@@ -146,3 +186,38 @@ class VanillaKTO(Card):
             v["policy_rejected_logps"] - v["reference_rejected_logps"], [0.0], 0.1
         )
         return draw(rng, PAIR, 3.0, ok)
+
+    def batches(self, rng, p):
+        import numpy as np
+
+        from ..symbolic import lower
+        from lossviz.losses import VanillaKTOLoss
+
+        n_c, n_r = 3, 4
+        while True:  # both sides' mean log-ratios away from the clamp at 0
+            chosen = [(rng.normal() * 3, rng.normal() * 3) for _ in range(n_c)]
+            rejected = [(rng.normal() * 3, rng.normal() * 3) for _ in range(n_r)]
+            if min(abs(np.mean([a - b for a, b in chosen])), abs(np.mean([a - b for a, b in rejected]))) > 0.1:
+                break
+        args = [np.array([c[0] for c in chosen]), np.array([r[0] for r in rejected]), np.array([c[1] for c in chosen]), np.array([r[1] for r in rejected])]
+        names_c = [(f"policy_chosen_logps_{i}", f"reference_chosen_logps_{i}") for i in range(n_c)]
+        names_r = [(f"policy_rejected_logps_{j}", f"reference_rejected_logps_{j}") for j in range(n_r)]
+        expr = self.batch_loss(self.sympy_params(p), names_c, names_r)
+        slots = {}  # symbol name -> (arg, index)
+        for i, (a, b) in enumerate(names_c):
+            slots[a], slots[b] = (0, (i,)), (2, (i,))
+        for j, (a, b) in enumerate(names_r):
+            slots[a], slots[b] = (1, (j,)), (3, (j,))
+        order = list(slots)
+
+        def expectation(arrays):
+            values = [arrays[arg][idx] for arg, idx in (slots[n] for n in order)]
+            loss = float(lower(expr, order, "numpy")(*values))
+            grads = {k: np.zeros_like(arrays[k]) for k in range(4)}
+            for name in order:
+                arg, idx = slots[name]
+                grads[arg][idx] = lower(sp.diff(expr, sym(name)), order, "numpy")(*values)
+            return loss, grads
+
+        return [BatchSpec(f"{n_c} chosen, {n_r} rejected (coupled through the means)", lambda device: VanillaKTOLoss(**self.production_kwargs(p)),
+                          args, PAIR, [0, 1, 2, 3], expectation=expectation)]

@@ -8,6 +8,7 @@ import sympy as sp
 
 from ._common import draw, far_from, sym, tensor
 from .base import Card, Example, Fact, Param
+from .batch import BatchSpec, Term, mask_rows, sample_rows
 
 POLICY_VARS = ("log_probs", "old_log_probs", "advantages")
 VALUE_VARS = ("values", "old_values", "returns")
@@ -102,6 +103,30 @@ class PPOPolicy(Card):
         kinks = [math.log(1 - low), math.log(1 + high)] + ([math.log(float(p["dual_clip"]))] if p["dual_clip"] is not None else [])
         ok = lambda v: far_from(v["log_probs"] - v["old_log_probs"], kinks, 0.02) and abs(v["advantages"]) > 0.05
         return draw(rng, POLICY_VARS, 0.5, ok)
+
+    def batches(self, rng, p):
+        from lossviz.losses import PolicyLoss
+
+        return token_batches(self, rng, p, POLICY_VARS, lambda token_level: PolicyLoss(**self.production_kwargs(p), token_level_loss=token_level))
+
+
+def token_batches(card, rng, p, names, make_module):
+    """(B, T) inputs with an action mask, reduced per sequence then over the batch, and token-level."""
+    import numpy as np
+
+    rows, steps = 3, 5
+    points = sample_rows(card, rng, p, rows * steps)
+    args = [np.array([pt[n] for pt in points]).reshape(rows, steps) for n in names]
+    mask = mask_rows(rng, rows, steps)
+    kept = [(b, t) for b in range(rows) for t in range(steps) if mask[b, t]]
+    where = lambda b, t: {n: (k, (b, t)) for k, n in enumerate(names)}
+    per_sequence = [Term(where(b, t), 1 / (rows * mask[b].sum())) for b, t in kept]  # masked mean per row, then batch mean
+    token_level = [Term(where(b, t), 1 / len(kept)) for b, t in kept]
+    arg_names = list(names) + ["action_mask"]
+    return [
+        BatchSpec("per-sequence mean, then batch mean", lambda device: make_module(False), args + [mask], arg_names, [0, 1, 2], per_sequence),
+        BatchSpec("token-level mean", lambda device: make_module(True), [a.copy() for a in args] + [mask], arg_names, [0, 1, 2], token_level),
+    ]
 
 
 def _ratio_set(cond, lp):
@@ -204,3 +229,8 @@ class PPOValue(Card):
             return far_from(step, [-float(low), float(high)], 0.02) and far_from(err, [abs(v["old_values"] + float(high) - v["returns"]), abs(v["old_values"] - float(low) - v["returns"])], 0.02)
 
         return draw(rng, VALUE_VARS, 1.0, ok)
+
+    def batches(self, rng, p):
+        from lossviz.losses import ValueLoss
+
+        return token_batches(self, rng, p, VALUE_VARS, lambda token_level: ValueLoss(**self.production_kwargs(p), token_level_loss=token_level))

@@ -7,6 +7,7 @@ import sympy as sp
 from ..symbolic import LogSigmoid, elementary
 from ._common import solve_one, sym, tensor
 from .base import Card, CardError, Example, Fact, Param
+from .batch import BatchSpec, Term
 
 LOGITS = ("logits_0", "logits_1")  # the logits of the reward tokens (+, -) at the placeholder
 PLACEHOLDER, REWARD_IDS, VOCAB = 3, [1, 2], 4
@@ -71,4 +72,30 @@ class PRM(Card):
 
     def sample(self, rng, p):
         return {n: float(rng.normal() * 2) for n in LOGITS}
+
+    def batches(self, rng, p):
+        """Soft and hard labels; a placeholder after every other token, one step labelled -100."""
+        import numpy as np
+
+        from lossviz.losses import PRMLoss
+
+        rows, steps = 2, 6
+        inputs = rng.integers(4, 9, size=(rows, steps))
+        inputs[:, 1::2] = PLACEHOLDER
+        logits = rng.normal(size=(rows, steps, VOCAB)) * 2
+        steps_at = [(b, t) for b in range(rows) for t in range(steps) if inputs[b, t] == PLACEHOLDER]
+        where = lambda b, t: {n: (1, (b, t, REWARD_IDS[k])) for k, n in enumerate(LOGITS)}
+        soft = np.where(inputs == PLACEHOLDER, rng.uniform(0.05, 0.95, size=(rows, steps)), -100.0)
+        hard = np.where(inputs == PLACEHOLDER, rng.choice(REWARD_IDS, size=(rows, steps)), -100)
+        soft[steps_at[2]] = -100.0
+        hard[steps_at[2]] = -100
+        counted = [s for s in steps_at if s != steps_at[2]]
+        make = lambda device: PRMLoss(PLACEHOLDER, REWARD_IDS)
+        soft_terms = [Term(where(b, t), 1 / len(counted), {"labels": "soft"}, {"p": (2, (b, t))}) for b, t in counted]
+        hard_terms = [Term(where(b, t), 1 / len(counted), {"labels": "hard"}, {"p": 1.0 if hard[b, t] == REWARD_IDS[0] else 0.0}) for b, t in counted]
+        names = ["inputs", "logits", "labels"]
+        return [
+            BatchSpec("soft labels", make, [inputs, logits, soft], names, [1], soft_terms, symbolic=("p",)),
+            BatchSpec("hard labels", make, [inputs, logits.copy(), hard], names, [1], hard_terms, symbolic=("p",)),
+        ]
 

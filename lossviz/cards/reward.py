@@ -7,6 +7,7 @@ import sympy as sp
 from ..symbolic import LogSigmoid, elementary, stabilize
 from ._common import solve_one, sym, tensor
 from .base import Card, Example, Fact, Param
+from .batch import BatchSpec, Term, sample_rows
 
 REWARDS = ("chosen_reward", "reject_reward")
 GAP = sp.Symbol("Delta", real=True)  # the reward gap r_c - r_r
@@ -33,6 +34,17 @@ class _RewardCard(Card):
 
     def sample(self, rng, p):
         return {n: float(rng.normal() * 3) for n in REWARDS}
+
+    def batches(self, rng, p):
+        import numpy as np
+
+        pairs = 6
+        rows = sample_rows(self, rng, p, pairs)
+        margins = float(p["margin"]) + rng.choice([0.0, 1.0], size=pairs)  # a per-pair margin tensor
+        args = [np.array([r[n] for r in rows]) for n in REWARDS] + [margins]
+        terms = [Term({n: (k, (i,)) for k, n in enumerate(REWARDS)}, 1 / pairs, extra={"margin": (2, (i,))}) for i in range(pairs)]
+        return [BatchSpec(f"mean over {pairs} pairs, per-pair margins", lambda device: self._module(), args,
+                          [*REWARDS, "margin"], [0, 1], terms, symbolic=("margin",))]
 
     def shared_facts(self, d):
         m = d.p["margin"]

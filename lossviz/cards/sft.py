@@ -7,6 +7,7 @@ import sympy as sp
 from ..symbolic import LogSumExp, elementary
 from ._common import sym, tensor
 from .base import Card, Example, Fact, Param
+from .batch import BatchSpec, Term
 
 VOCAB = 3
 STUDENT = tuple(f"logits_{k}" for k in range(VOCAB))
@@ -58,6 +59,26 @@ class GPTLM(Card):
     def sample(self, rng, p):
         return {n: float(rng.normal() * 2) for n in STUDENT}
 
+    def batches(self, rng, p):
+        import numpy as np
+
+        from lossviz.losses import GPTLMLoss
+
+        rows, steps = 2, 5
+        logits = rng.normal(size=(rows, steps, VOCAB)) * 2
+        labels = rng.integers(0, VOCAB, size=(rows, steps))
+        labels[0, :2] = -100  # a prompt
+        labels[1, 3] = -100
+        # position t predicts the label at t + 1; the last position predicts nothing
+        kept = [(b, t) for b in range(rows) for t in range(steps - 1) if labels[b, t + 1] != -100]
+        terms = [Term({n: (0, (b, t, k)) for k, n in enumerate(STUDENT)}, 1 / len(kept), case={"label": str(labels[b, t + 1])})
+                 for b, t in kept]
+        ignored = np.full((rows, steps), -100)
+        return [
+            BatchSpec("prompt and padding ignored", lambda device: GPTLMLoss(), [logits, labels], ["logits", "labels"], [0], terms),
+            BatchSpec("all labels ignored", lambda device: GPTLMLoss(), [logits.copy(), ignored], ["logits", "labels"], [0], []),
+        ]
+
 
 class KD(Card):
     name = "kd"
@@ -104,3 +125,15 @@ class KD(Card):
 
     def sample(self, rng, p):
         return {n: float(rng.normal() * 2) for n in STUDENT + TEACHER}
+
+    def batches(self, rng, p):
+        from lossviz.losses import KDLoss
+
+        rows, steps = 2, 4
+        logits, teacher = rng.normal(size=(rows, steps, VOCAB)) * 2, rng.normal(size=(rows, steps, VOCAB)) * 2
+        label = rng.integers(0, VOCAB, size=(rows, steps))
+        label[0, 0] = label[1, 2] = -100
+        kept = [(b, t) for b in range(rows) for t in range(steps) if label[b, t] != -100]
+        where = lambda b, t: {**{n: (0, (b, t, k)) for k, n in enumerate(STUDENT)}, **{n: (1, (b, t, k)) for k, n in enumerate(TEACHER)}}
+        terms = [Term(where(b, t), 1 / len(kept)) for b, t in kept]
+        return [BatchSpec("ignored labels", lambda device: KDLoss(), [logits, teacher, label], ["logits", "teacher_logits", "label"], [0, 1], terms)]
