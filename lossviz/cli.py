@@ -65,7 +65,7 @@ def _derive(args) -> int:
     if args.help or not args.name:
         print(args.parser.format_help())
         if args.name:
-            print(_card_help(get(args.name)))
+            print(_card_help(_get_or_usage(args.name)))
         return 0 if args.help else 2
     try:
         card = get(args.name)
@@ -78,6 +78,25 @@ def _derive(args) -> int:
     except CardError as exc:
         raise UsageError(str(exc)) from None
     return 0
+
+
+def _plot_entry(args) -> int:
+    if args.help or not args.name:
+        print(args.parser.format_help())
+        if args.name:
+            print(_card_help(_get_or_usage(args.name)))
+        return 0 if args.help else 2
+    return _plot(args)
+
+
+def _get_or_usage(name):
+    from .cards.base import CardError
+    from .registry import get
+
+    try:
+        return get(name)
+    except CardError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _verify(args) -> int:
@@ -98,6 +117,100 @@ def _verify(args) -> int:
               "finite differences and gradcheck run in float64 on the same device")
         print(report.table())
     return 0 if report.ok else 1
+
+
+def _default_stem(req) -> str:
+    """``dpo_beta-0.1`` or ``cdpo_beta-0.1_label_smoothing-0-0.1-0.3``: the entry and its parameters."""
+    import re
+
+    parts = [req.card.name]
+    for prm in req.card.params:
+        values = [p[prm.name] for p in req.param_sets]
+        if values[0] is None:
+            continue
+        shown = "-".join(f"{v:g}" if isinstance(v, float) else str(v) for v in (values if prm.name == req.sweep else values[:1]))
+        parts.append(f"{prm.name}-{shown}")
+    return re.sub(r"[^A-Za-z0-9._-]", "_", "_".join(parts))
+
+
+def _parse_sweep(text):
+    if text is None:
+        return None
+    key, sep, values = text.partition("=")
+    if not sep or not key or not values:
+        raise UsageError(f"--sweep must look like PARAM=v1,v2,...; got {text!r}")
+    return key.strip(), [v.strip() for v in values.split(",") if v.strip()]
+
+
+def _save(args, fig, stem) -> int:
+    from .plots import resolve_output, save
+
+    path, fmt = resolve_output(args.out, args.format, stem)
+    print(save(fig, path, fmt, dpi=args.dpi, force=args.force))
+    return 0
+
+
+def _plot_errors():
+    from .cards.base import CardError
+    from .plots.core import PlotError
+
+    return (CardError, PlotError)
+
+
+def _plot(args) -> int:
+    from .registry import get
+
+    try:
+        card = get(args.name)
+        given = parse_card_params(card, args.params)
+        from .plots import FIGURES, request, resolve_output, styled
+
+        req = request(card.name, _parse_sweep(args.sweep), args.x_range, **given)
+        resolve_output(args.out, args.format, "check")  # a bad --out fails before any drawing
+        return _save(args, styled(FIGURES[req.card.name], req), _default_stem(req))
+    except _plot_errors() as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _compare(args) -> int:
+    from .registry import get
+
+    try:
+        cards = [get(n) for n in args.names]
+        flags = {}
+        for card in cards:
+            for prm in card.params:
+                flags.setdefault(prm.flag, prm)
+        holder = type("Union", (), {"name": "these entries", "params": tuple(flags.values()),
+                                     "param": lambda self, n: next(p for p in flags.values() if p.name == n)})()
+        given = parse_card_params(holder, args.params)
+        from .plots import compare_figure, resolve_output
+
+        resolve_output(args.out, args.format, "check")
+        fig = compare_figure([c.name for c in cards], args.what, args.x_range, **given)
+        return _save(args, fig, "compare_" + "_".join(c.name for c in cards) + f"_{args.what}")
+    except _plot_errors() as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _gallery(args) -> int:
+    from .plots.gallery import gallery
+
+    try:
+        written = gallery(args.out, fmt=args.format, force=args.force)
+    except _plot_errors() as exc:
+        raise UsageError(str(exc)) from None
+    print(f"wrote {len(written)} files to {args.out}/ (see {args.out}/README.md)")
+    return 0
+
+
+def _add_output_options(p, default_dpi=150):
+    p.add_argument("--out", help="output file; the format comes from its suffix unless --format says otherwise "
+                   "(default: a file in the current directory named after the entry and its parameters)")
+    p.add_argument("--format", choices=("png", "svg", "pdf"), help="png, svg or pdf")
+    p.add_argument("--dpi", type=int, default=default_dpi, help=f"resolution of raster output (default {default_dpi})")
+    p.add_argument("--x-range", nargs=2, type=float, metavar=("LO", "HI"), help="the axis range")
+    p.add_argument("--force", action="store_true", help="replace an existing file that lossviz did not write")
 
 
 def _demo(args) -> int:
@@ -128,6 +241,36 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--seed", type=int, default=0, help="seed of the random batches (default 0)")
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
     verify.set_defaults(run=_verify)
+
+    plot = sub.add_parser(
+        "plot",
+        add_help=False,
+        help="the lesson figure of one entry: loss and gradient over its natural axis, lesson points marked",
+        description="Draw an entry's lesson figure from its stable numpy lowering (torch is not imported). "
+        "Parameters are flags named after them (--beta 0.1); `lossviz plot NAME --help` lists them.",
+    )
+    plot.add_argument("name", nargs="?", help="a loss entry (see `lossviz list`)")
+    plot.add_argument("-h", "--help", action="store_true", help="show this help (with NAME: also that entry's flags)")
+    plot.add_argument("--sweep", metavar="PARAM=v1,v2,...", help="overlay one curve per value of a parameter")
+    _add_output_options(plot)
+    plot.set_defaults(run=_plot_entry, takes_card_params=True, parser=plot)
+
+    compare = sub.add_parser(
+        "compare",
+        help="several losses (or their gradient weights) on one axis",
+        description="Overlay entries on their natural axes, e.g. `lossviz compare dpo cdpo ipo kto pairwise`: "
+        "the gradient weight -dℓ/dx of each against the margin. Parameter flags apply to every entry that has them.",
+    )
+    compare.add_argument("names", nargs="+", metavar="NAME")
+    compare.add_argument("--what", choices=("loss", "grad"), default="grad", help="plot the loss or the gradient weight (default grad)")
+    _add_output_options(compare)
+    compare.set_defaults(run=_compare, takes_card_params=True)
+
+    gallery = sub.add_parser("gallery", help="regenerate every lesson figure and figures/README.md")
+    gallery.add_argument("--out", default="figures", help="output folder (default: figures)")
+    gallery.add_argument("--format", choices=("png", "svg", "pdf"), default="png")
+    gallery.add_argument("--force", action="store_true", help="replace files that lossviz did not write")
+    gallery.set_defaults(run=_gallery)
 
     demo = sub.add_parser("demo", help="compute every production loss on a small example batch and print it")
     demo.set_defaults(run=_demo)

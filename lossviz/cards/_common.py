@@ -33,6 +33,18 @@ def draw(rng, names: Sequence[str], scale: float, accept) -> dict:
     raise RuntimeError("could not sample a point away from the kinks")  # pragma: no cover
 
 
+def once(compute):
+    """A zero-argument function that computes its value on the first call only."""
+    cache = []
+
+    def value():
+        if not cache:
+            cache.append(compute())
+        return cache[0]
+
+    return value
+
+
 def solve_one(equation, unknown):
     """The single real solution of ``equation = 0`` (sympy ``solve``), or ``None`` if there is none."""
     solutions = [s for s in sp.solve(equation, unknown) if s.is_real is not False]

@@ -90,17 +90,28 @@ class Param:
         return number
 
 
-@dataclass(frozen=True)
 class Fact:
-    """A closed-form fact of a lesson, as sympy found it (``value``), with a one-line meaning."""
+    """A closed-form fact of a lesson, as sympy found it (``value``), with a one-line meaning.
 
-    name: str
-    doc: str
-    value: sp.Basic
+    ``value`` may be given as a zero-argument function: it is then computed on first read, so a
+    figure that marks one fact does not pay for the others.
+    """
+
+    def __init__(self, name: str, doc: str, value):
+        self.name, self.doc, self._value = name, doc, value
+
+    @property
+    def value(self) -> sp.Basic:
+        if callable(self._value) and not isinstance(self._value, sp.Basic):
+            self._value = self._value()
+        return self._value
 
     @property
     def latex(self) -> str:
         return sp.latex(self.value)
+
+    def __repr__(self):
+        return f"Fact({self.name!r}, {self.value!r})"
 
 
 @dataclass
@@ -229,17 +240,14 @@ class Derivation:
         return tuple(k for k, v in self.params.items() if isinstance(v, sp.Symbol))
 
     @cached_property
-    def raw_gradient(self) -> Dict[str, sp.Expr]:
+    def raw_gradient(self) -> Mapping[str, sp.Expr]:
         """``sympy.diff`` of the loss, detached variables set to zero (stop-gradient)."""
-        return {
-            v: sp.S.Zero if v in self.card.detached else sp.diff(self.loss, self.symbols[v])
-            for v in self.variables
-        }
+        return _Lazy(self.variables, lambda v: sp.S.Zero if v in self.card.detached else sp.diff(self.loss, self.symbols[v]))
 
     @cached_property
-    def gradient(self) -> Dict[str, sp.Expr]:
-        """The simplified gradient with respect to every variable."""
-        return {v: _tidy(g) for v, g in self.raw_gradient.items()}
+    def gradient(self) -> Mapping[str, sp.Expr]:
+        """The simplified gradient with respect to every variable (each computed when first read)."""
+        return _Lazy(self.variables, lambda v: _tidy(self.raw_gradient[v]))
 
     @cached_property
     def facts(self) -> List[Fact]:
@@ -292,6 +300,29 @@ class Derivation:
 
     def stable(self, expr: sp.Expr) -> sp.Expr:
         return stabilize(expr)
+
+
+class _Lazy(Mapping):
+    """A read-only mapping whose values are computed on first access (a plot needs one gradient, not all)."""
+
+    def __init__(self, keys, compute):
+        self._keys, self._compute, self._done = tuple(keys), compute, {}
+
+    def __getitem__(self, key):
+        if key not in self._keys:
+            raise KeyError(key)
+        if key not in self._done:
+            self._done[key] = self._compute(key)
+        return self._done[key]
+
+    def __iter__(self):
+        return iter(self._keys)
+
+    def __len__(self):
+        return len(self._keys)
+
+    def __repr__(self):
+        return repr(dict(self))
 
 
 def _tidy(expr: sp.Expr) -> sp.Expr:

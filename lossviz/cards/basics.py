@@ -36,14 +36,14 @@ class Basics(Card):
 
     def facts(self, d):
         x = sym("x")
-        g = d.gradient["x"]
+        g = lambda: d.gradient["x"]
         naive = sp.log(1 + sp.exp(-x))
         return [
             Fact("gradient", "d/dx -log σ(x), which equals σ(x) - 1 = -σ(-x)", g),
-            Fact("gradient_minus_sigmoid_plus_one", "simplify(gradient - (σ(x) - 1)): zero", sp.simplify(elementary(g - (Sigmoid(x) - 1)))),
-            Fact("identity", "simplify(log(1 + e^{-x}) - (-log σ(x))): the two forms are one function", sp.simplify(naive - elementary(d.loss))),
-            Fact("gradient_limit_neg_inf", "the gradient as x -> -oo", sp.limit(elementary(g), x, -sp.oo)),
-            Fact("gradient_limit_pos_inf", "the gradient as x -> +oo", sp.limit(elementary(g), x, sp.oo)),
+            Fact("gradient_minus_sigmoid_plus_one", "simplify(gradient - (σ(x) - 1)): zero", lambda: sp.simplify(elementary(g() - (Sigmoid(x) - 1)))),
+            Fact("identity", "simplify(log(1 + e^{-x}) - (-log σ(x))): the two forms are one function", lambda: sp.simplify(naive - elementary(d.loss))),
+            Fact("gradient_limit_neg_inf", "the gradient as x -> -oo", lambda: sp.limit(elementary(g()), x, -sp.oo)),
+            Fact("gradient_limit_pos_inf", "the gradient as x -> +oo", lambda: sp.limit(elementary(g()), x, sp.oo)),
         ]
 
     def example(self, values, p, dtype=None, device=None):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sympy as sp
 
 from ..symbolic import LogSigmoid, elementary
-from ._common import solve_one, sym, tensor
+from ._common import once, solve_one, sym, tensor
 from .base import Card, Example, Fact, Param
 from .batch import BatchSpec, Term, sample_rows
 
@@ -28,7 +28,8 @@ def margin(vars_=PAIR):
 def in_margin(expr):
     """Re-express a function of the four log-probs as a function of the margin h alone."""
     pc, pr, rc, rr = (sym(n) for n in PAIR)
-    return sp.simplify(expr.subs(pc, MARGIN + pr + rc - rr))
+    # (h + π_r + ref_c - ref_r) - π_r - ref_c + ref_r collapses to h on substitution: no simplify needed
+    return expr.subs(pc, MARGIN + pr + rc - rr)
 
 
 def pair_example(module, values, dtype, device):
@@ -82,13 +83,14 @@ class DPO(_MarginCard):
         return -LogSigmoid(p["beta"] * margin())
 
     def facts(self, d):
-        beta = d.p["beta"]
-        weight = in_margin(-d.gradient["policy_chosen_logps"])
+        # -dL/dh of the loss along the margin: the same function as -∂L/∂π_c, without simplifying four gradients
+        weight = once(lambda: -sp.diff(in_margin(d.loss), MARGIN))
         return [
             Fact("gradient_weight", "-∂L/∂π_c = ∂L/∂π_r as a function of h: DPO Eq. 7's β σ(-βh)", weight),
-            Fact("gradient_antisymmetry", "∂L/∂π_c + ∂L/∂π_r: zero", sp.simplify(d.gradient["policy_chosen_logps"] + d.gradient["policy_rejected_logps"])),
-            Fact("weight_wrong_order", "the weight as h -> -oo (pair ranked wrongly): β", sp.limit(elementary(weight), MARGIN, -sp.oo)),
-            Fact("weight_right_order", "the weight as h -> +oo (pair ranked right): 0", sp.limit(elementary(weight), MARGIN, sp.oo)),
+            Fact("gradient_antisymmetry", "∂L/∂π_c + ∂L/∂π_r: zero",
+                 lambda: sp.simplify(d.gradient["policy_chosen_logps"] + d.gradient["policy_rejected_logps"])),
+            Fact("weight_wrong_order", "the weight as h -> -oo (pair ranked wrongly): β", lambda: sp.limit(elementary(weight()), MARGIN, -sp.oo)),
+            Fact("weight_right_order", "the weight as h -> +oo (pair ranked right): 0", lambda: sp.limit(elementary(weight()), MARGIN, sp.oo)),
         ]
 
 
@@ -108,16 +110,20 @@ class CDPO(_MarginCard):
 
     def facts(self, d):
         beta, eps = d.p["beta"], d.p["label_smoothing"]
-        slope = in_margin(d.gradient["policy_chosen_logps"])
-        h_star = solve_one(elementary(slope), MARGIN)
-        dpo_loss = -LogSigmoid(beta * margin())
-        beta_h = sp.oo if h_star is None else sp.simplify(sp.expand_log(beta * h_star, force=True))
+
+        def beta_times_minimum():
+            # the loss along h directly (∂L/∂π_c would also do, at the price of simplifying it first)
+            h_star = solve_one(elementary(sp.diff(in_margin(d.loss), MARGIN)), MARGIN)
+            return sp.oo if h_star is None else sp.simplify(sp.expand_log(beta * h_star, force=True))
+
+        beta_h = once(beta_times_minimum)
         facts = [
-            Fact("minimum", "the margin h* where the cDPO loss is minimal (∂L/∂h = 0)", beta_h / beta),
+            Fact("minimum", "the margin h* where the cDPO loss is minimal (∂L/∂h = 0)", lambda: beta_h() / beta),
             Fact("beta_times_minimum", "β h*, which equals log((1-ε)/ε)", beta_h),
         ]
         if isinstance(eps, sp.Symbol):
-            facts.append(Fact("epsilon_zero_is_dpo", "loss at ε = 0 minus the DPO loss: zero", sp.simplify(d.loss.subs(eps, 0) - dpo_loss)))
+            dpo_loss = -LogSigmoid(beta * margin())
+            facts.append(Fact("epsilon_zero_is_dpo", "loss at ε = 0 minus the DPO loss: zero", lambda: sp.simplify(d.loss.subs(eps, 0) - dpo_loss)))
         return facts
 
 
@@ -135,9 +141,9 @@ class IPO(_MarginCard):
         return {"beta": float(p["beta"]), "ipo": True}
 
     def facts(self, d):
-        slope = in_margin(d.gradient["policy_chosen_logps"])
+        slope = once(lambda: sp.diff(in_margin(d.loss), MARGIN))
         return [
-            Fact("target", "the margin where the IPO gradient vanishes (IPO Eq. 17: 1/(2β))", solve_one(slope, MARGIN)),
+            Fact("target", "the margin where the IPO gradient vanishes (IPO Eq. 17: 1/(2β))", lambda: solve_one(slope(), MARGIN)),
             Fact("gradient_in_h", "∂L/∂h", slope),
         ]
 

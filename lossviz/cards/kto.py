@@ -5,7 +5,7 @@ from __future__ import annotations
 import sympy as sp
 
 from ..symbolic import LogSigmoid, Sigmoid, elementary
-from ._common import draw, far_from, solve_one, sym, tensor
+from ._common import draw, far_from, once, solve_one, sym, tensor
 from .base import Card, Example, Fact, Param
 from .batch import BatchSpec, Term, sample_rows
 from .dpo import BETA, PAIR, PAIR_LATEX, margin, pair_example
@@ -59,20 +59,23 @@ class KTO(Card):
 
     def facts(self, d):
         pol, ref = (sym(n) for n in self._side(d.params))
-        # the loss as a function of Δ around a reference point z > 0 (the clamp inactive)
-        arm = d.loss.subs(sym("policy_KL_logps") - sym("reference_KL_logps"), REF)
-        arm = arm.subs(sym("policy_KL_logps"), REF + sym("reference_KL_logps"))
-        arm = sp.piecewise_fold(arm).subs(pol, DELTA + ref)
-        arm = arm.replace(lambda e: isinstance(e, sp.Piecewise), lambda e: e.args[0][0])  # z > 0 branch
-        slope = sp.simplify(sp.diff(arm, DELTA))
-        peak = solve_one(elementary(sp.diff(slope, DELTA)), DELTA)
+
+        def in_delta():
+            # the loss as a function of Δ around a reference point z > 0 (the clamp inactive)
+            arm = d.loss.subs(sym("policy_KL_logps"), REF + sym("reference_KL_logps"))
+            arm = sp.piecewise_fold(arm).subs(pol, DELTA + ref)
+            arm = arm.replace(lambda e: isinstance(e, sp.Piecewise), lambda e: e.args[0][0])  # the z > 0 branch
+            return sp.simplify(sp.diff(arm, DELTA))
+
+        slope = once(in_delta)
+        peak = once(lambda: sp.simplify(solve_one(elementary(sp.diff(slope(), DELTA)), DELTA)))
         return [
             Fact("gradient_in_delta", "∂ℓ/∂Δ = ∓w β σ(u) σ(-u) (desirable: -, undesirable: +), u = β(Δ - z): bell-shaped", slope),
-            Fact("gradient_peak", "where |∂ℓ/∂Δ| is largest: at the reference point Δ = z", sp.simplify(peak)),
-            Fact("gradient_peak_value", "∂ℓ/∂Δ at its peak: ∓w β / 4", sp.simplify(slope.subs(DELTA, peak))),
-            Fact("gradient_limit_neg_inf", "∂ℓ/∂Δ as Δ -> -oo: saturates to 0 (unlike DPO)", sp.limit(elementary(slope), DELTA, -sp.oo)),
-            Fact("gradient_limit_pos_inf", "∂ℓ/∂Δ as Δ -> +oo: 0", sp.limit(elementary(slope), DELTA, sp.oo)),
-            Fact("kl_gradient", "gradient with respect to the KL inputs: zero (detached)", d.gradient["policy_KL_logps"]),
+            Fact("gradient_peak", "where |∂ℓ/∂Δ| is largest: at the reference point Δ = z", peak),
+            Fact("gradient_peak_value", "∂ℓ/∂Δ at its peak: ∓w β / 4", lambda: sp.simplify(slope().subs(DELTA, peak()))),
+            Fact("gradient_limit_neg_inf", "∂ℓ/∂Δ as Δ -> -oo: saturates to 0 (unlike DPO)", lambda: sp.limit(elementary(slope()), DELTA, -sp.oo)),
+            Fact("gradient_limit_pos_inf", "∂ℓ/∂Δ as Δ -> +oo: 0", lambda: sp.limit(elementary(slope()), DELTA, sp.oo)),
+            Fact("kl_gradient", "gradient with respect to the KL inputs: zero (detached)", lambda: d.gradient["policy_KL_logps"]),
         ]
 
     def example(self, values, p, dtype=None, device=None):
@@ -164,16 +167,17 @@ class VanillaKTO(Card):
     def facts(self, d):
         pc, pr, rc, rr = (sym(n) for n in PAIR)
         beta = d.p["beta"]
-        # both log-ratios negative: the clamped reference points are 0
-        below = d.loss.subs({pc: rc - sp.Symbol("a", positive=True), pr: rr - sp.Symbol("b", positive=True)})
-        below = sp.piecewise_fold(below)
         a, b = sp.Symbol("a", positive=True), sp.Symbol("b", positive=True)
-        below = sp.simplify(below)
-        dpo_pair = -LogSigmoid(beta * margin())
+
+        def mixed_partial():
+            # both log-ratios negative (Δ_c = -a, Δ_r = -b): the clamped reference points are 0
+            below = sp.simplify(sp.piecewise_fold(d.loss.subs({pc: rc - a, pr: rr - b})))
+            return sp.simplify(sp.diff(below, a, b))
+
         return [
-            Fact("mixed_partial", "∂²ℓ/∂Δ_c∂Δ_r with both log-ratios below 0: zero, the two sides do not interact", sp.simplify(sp.diff(below, a, b))),
+            Fact("mixed_partial", "∂²ℓ/∂Δ_c∂Δ_r with both log-ratios below 0: zero, the two sides do not interact", mixed_partial),
             Fact("dpo_mixed_partial", "the same for DPO's -log σ(βh): not zero, DPO couples the pair through the margin",
-                 sp.simplify(sp.diff(dpo_pair, pc, pr))),
+                 lambda: sp.simplify(sp.diff(-LogSigmoid(beta * margin()), pc, pr))),
         ]
 
     def example(self, values, p, dtype=None, device=None):

@@ -6,7 +6,7 @@ import math
 
 import sympy as sp
 
-from ._common import draw, far_from, sym, tensor
+from ._common import draw, far_from, once, sym, tensor
 from .base import Card, Example, Fact, Param
 from .batch import BatchSpec, Term, mask_rows, sample_rows
 
@@ -71,13 +71,14 @@ class PPOPolicy(Card):
 
     def facts(self, d):
         lp, old, adv = (sym(n) for n in POLICY_VARS)
-        grad = sp.piecewise_fold(sp.diff(self.surrogate(d.p, clamp=False), lp))
-        facts = []
-        for sign, label in ((1, "positive"), (-1, "negative")):
+        grad = once(lambda: sp.piecewise_fold(sp.diff(self.surrogate(d.p, clamp=False), lp)))
+
+        def split(sign):
+            """(zero-gradient set of r, the gradient where not clipped) for the advantage's sign."""
             a = sp.Symbol("A", positive=True) * sign
             region, inside = sp.EmptySet, None
-            pieces = grad.args if isinstance(grad, sp.Piecewise) else ((grad, sp.true),)
-            for value, cond in pieces:
+            g = grad()
+            for value, cond in (g.args if isinstance(g, sp.Piecewise) else ((g, sp.true),)):
                 cond_a = cond.subs({adv: a, old: 0})
                 if cond_a == sp.false:
                     continue
@@ -85,11 +86,15 @@ class PPOPolicy(Card):
                     region = region | _ratio_set(cond_a, lp)
                 else:
                     inside = value
+            return _tidy_set(region), sp.simplify(inside.subs({adv: a, lp: sp.log(RATIO), old: 0}))
+
+        facts = []
+        for sign, label in ((1, "positive"), (-1, "negative")):
+            parts = once(lambda sign=sign: split(sign))
             facts.append(Fact(f"zero_gradient_ratios_A_{label}",
                               f"the ratios r where ∂L/∂log π = 0 for A {'>' if sign > 0 else '<'} 0 (clipped on the favoured side)",
-                              _tidy_set(region)))
-            facts.append(Fact(f"gradient_inside_A_{label}", "∂L/∂log π where it is not clipped, in r (= -A r)",
-                              sp.simplify(inside.subs({adv: a, lp: sp.log(RATIO), old: 0}))))
+                              lambda parts=parts: parts()[0]))
+            facts.append(Fact(f"gradient_inside_A_{label}", "∂L/∂log π where it is not clipped, in r (= -A r)", lambda parts=parts: parts()[1]))
         return facts
 
     def example(self, values, p, dtype=None, device=None):
@@ -199,17 +204,18 @@ class PPOValue(Card):
         v, v_old, ret = (sym(n) for n in VALUE_VARS)
         low, high = self.bounds(d.p)
         facts = [Fact("unclipped_gradient", "∂L/∂v where the unclipped error wins: v - R (the ½ cancels the square's 2)",
-                      sp.diff((v - ret) ** 2 / 2, v))]
+                      lambda: sp.diff((v - ret) ** 2 / 2, v))]
+
+        def mirror(edge):
+            """The other v where the clipped error (edge - R)² equals the unclipped (v - R)²."""
+            roots = sp.solve(sp.Eq((edge - ret) ** 2, (v - ret) ** 2), v)
+            return sp.expand([e for e in roots if sp.simplify(e - edge) != 0][0])
+
         if high is not None:
-            # the clipped error (v_old + ε - R)² / 2 equals the unclipped one at two values of v
-            edges = sp.solve(sp.Eq((v_old + high - ret) ** 2, (v - ret) ** 2), v)
-            far = [e for e in edges if sp.simplify(e - (v_old + high)) != 0][0]
             facts.append(Fact("flat_zone_above", "for R > v_old + ε: the zero-gradient zone of v (between the clip edge and its mirror image across R)",
-                              sp.Interval.open(v_old + high, sp.expand(far))))
-            edges_low = sp.solve(sp.Eq((v_old - low - ret) ** 2, (v - ret) ** 2), v)
-            far_low = [e for e in edges_low if sp.simplify(e - (v_old - low)) != 0][0]
+                              lambda: sp.Interval.open(v_old + high, mirror(v_old + high))))
             facts.append(Fact("flat_zone_below", "for R < v_old - ε: the zero-gradient zone of v",
-                              sp.Interval.open(sp.expand(far_low), v_old - low)))
+                              lambda: sp.Interval.open(mirror(v_old - low), v_old - low)))
         return facts
 
     def example(self, values, p, dtype=None, device=None):

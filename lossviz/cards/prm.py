@@ -5,7 +5,7 @@ from __future__ import annotations
 import sympy as sp
 
 from ..symbolic import LogSigmoid, elementary
-from ._common import solve_one, sym, tensor
+from ._common import once, solve_one, sym, tensor
 from .base import Card, CardError, Example, Fact, Param
 from .batch import BatchSpec, Term
 
@@ -44,15 +44,18 @@ class PRM(Card):
         return -p["p"] * LogSigmoid(d) - (1 - p["p"]) * LogSigmoid(-d)
 
     def facts(self, d):
-        slope = sp.simplify(d.gradient["logits_0"].subs(sym("logits_0"), DIFF + sym("logits_1")))
+        slope = once(lambda: sp.simplify(sp.diff(d.loss.subs(sym("logits_0"), DIFF + sym("logits_1")), DIFF)))
         facts = [
             Fact("gradient_in_d", "∂ℓ/∂z₊ = -∂ℓ/∂z₋ as a function of d: σ(d) - p", slope),
-            Fact("gradient_antisymmetry", "∂ℓ/∂z₊ + ∂ℓ/∂z₋: zero", sp.simplify(d.gradient["logits_0"] + d.gradient["logits_1"])),
+            Fact("gradient_antisymmetry", "∂ℓ/∂z₊ + ∂ℓ/∂z₋: zero", lambda: sp.simplify(d.gradient["logits_0"] + d.gradient["logits_1"])),
         ]
         if d.params["labels"] == "soft":
-            optimum = solve_one(elementary(slope), DIFF)
-            facts.append(Fact("optimum", "the logit difference d* where the soft-label loss is minimal: log(p/(1-p))",
-                              sp.oo if optimum is None else sp.simplify(optimum)))
+
+            def optimum():
+                found = solve_one(elementary(slope()), DIFF)
+                return sp.oo if found is None else sp.simplify(found)
+
+            facts.append(Fact("optimum", "the logit difference d* where the soft-label loss is minimal: log(p/(1-p))", optimum))
         return facts
 
     def example(self, values, p, dtype=None, device=None):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sympy as sp
 
 from ..symbolic import LogSigmoid, elementary, stabilize
-from ._common import solve_one, sym, tensor
+from ._common import once, solve_one, sym, tensor
 from .base import Card, Example, Fact, Param
 from .batch import BatchSpec, Term, sample_rows
 
@@ -48,14 +48,14 @@ class _RewardCard(Card):
 
     def shared_facts(self, d):
         m = d.p["margin"]
-        slope = sp.simplify(in_gap(d.gradient["chosen_reward"]))
+        slope = once(lambda: stabilize(sp.simplify(sp.diff(in_gap(d.loss), GAP))))
         at_zero_margin = in_gap(-LogSigmoid(sym("chosen_reward") - sym("reject_reward")))
-        fade = solve_one(elementary(-slope - FADE), GAP)
         return [
             Fact("gradient_in_gap", "∂ℓ/∂r_c as a function of the gap Δ: -σ(m - Δ)", slope),
             Fact("shift", "ℓ_m(Δ) - ℓ_0(Δ - m): zero, the margin shifts the curve by m",
-                 sp.simplify(elementary(stabilize(in_gap(d.loss)) - at_zero_margin.subs(GAP, GAP - m)))),
-            Fact("fade_point", "the gap where |∂ℓ/∂r_c| has fallen to 1/10: m + log 9 ≈ m + 2.2", sp.simplify(fade)),
+                 lambda: sp.simplify(elementary(stabilize(in_gap(d.loss)) - at_zero_margin.subs(GAP, GAP - m)))),
+            Fact("fade_point", "the gap where |∂ℓ/∂r_c| has fallen to 1/10: m + log 9 ≈ m + 2.2",
+                 lambda: sp.simplify(solve_one(elementary(-slope() - FADE), GAP))),
         ]
 
 
@@ -97,7 +97,7 @@ class LogExp(_RewardCard):
     def facts(self, d):
         pairwise = -LogSigmoid(sym("chosen_reward") - sym("reject_reward") - d.p["margin"])
         return self.shared_facts(d) + [
-            Fact("equals_pairwise", "log(1 + e^{r_r - r_c + m}) - (-log σ(r_c - r_r - m)): zero", sp.simplify(d.loss - elementary(pairwise))),
-            Fact("stable_form", "what the stable lowering evaluates instead of the naive form", stabilize(d.loss)),
+            Fact("equals_pairwise", "log(1 + e^{r_r - r_c + m}) - (-log σ(r_c - r_r - m)): zero", lambda: sp.simplify(d.loss - elementary(pairwise))),
+            Fact("stable_form", "what the stable lowering evaluates instead of the naive form", lambda: stabilize(d.loss)),
         ]
 

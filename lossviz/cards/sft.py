@@ -39,11 +39,11 @@ class GPTLM(Card):
 
     def facts(self, d):
         y = int(d.params["label"])
-        softmax_minus_onehot = sp.Matrix([_softmax(STUDENT, k) - (1 if k == y else 0) for k in range(VOCAB)])
-        grad = sp.Matrix([elementary(d.gradient[n]) for n in STUDENT])
+        softmax_minus_onehot = lambda: sp.Matrix([_softmax(STUDENT, k) - (1 if k == y else 0) for k in range(VOCAB)])
+        grad = lambda: sp.Matrix([elementary(d.gradient[n]) for n in STUDENT])
         return [
-            Fact("gradient", "∂L/∂z_k as sympy differentiates it", sp.Matrix([d.gradient[n] for n in STUDENT])),
-            Fact("gradient_minus_softmax_onehot", "simplify(∂L/∂z - (softmax(z) - onehot(y))): zero", sp.simplify(grad - softmax_minus_onehot)),
+            Fact("gradient", "∂L/∂z_k as sympy differentiates it", lambda: sp.Matrix([d.gradient[n] for n in STUDENT])),
+            Fact("gradient_minus_softmax_onehot", "simplify(∂L/∂z - (softmax(z) - onehot(y))): zero", lambda: sp.simplify(grad() - softmax_minus_onehot())),
         ]
 
     def example(self, values, p, dtype=None, device=None):
@@ -100,17 +100,17 @@ class KD(Card):
 
     def facts(self, d):
         student_minus_teacher = sp.Matrix([_softmax(STUDENT, k) - _softmax(TEACHER, k) for k in range(VOCAB)])
-        grad = sp.Matrix([elementary(d.gradient[n]) for n in STUDENT])
+        grad = lambda: sp.Matrix([elementary(d.gradient[n]) for n in STUDENT])
         q = [_softmax(TEACHER, k) for k in range(VOCAB)]
         p_s = [_softmax(STUDENT, k) for k in range(VOCAB)]
         cross_entropy = -sp.Add(*[q[k] * sp.log(p_s[k]) for k in range(VOCAB)])
         teacher_entropy = -sp.Add(*[q[k] * sp.log(q[k]) for k in range(VOCAB)])
         kl = sp.Add(*[q[k] * (sp.log(q[k]) - sp.log(p_s[k])) for k in range(VOCAB)])
         return [
-            Fact("gradient_minus_student_minus_teacher", "simplify(∂L/∂z - (p_S - p_T)): zero", sp.simplify(grad - student_minus_teacher)),
+            Fact("gradient_minus_student_minus_teacher", "simplify(∂L/∂z - (p_S - p_T)): zero", lambda: sp.simplify(grad() - student_minus_teacher)),
             Fact("kl_minus_ce_plus_entropy", "simplify(KL(p_T‖p_S) - (CE - H(p_T))): zero, so minimising CE minimises KL",
-                 sp.simplify(sp.expand_log(kl - (cross_entropy - teacher_entropy), force=True))),
-            Fact("loss_minus_ce", "simplify(card loss - CE(p_T, p_S)): zero", sp.simplify(sp.expand_log(elementary(d.loss) - cross_entropy, force=True))),
+                 lambda: sp.simplify(sp.expand_log(kl - (cross_entropy - teacher_entropy), force=True))),
+            Fact("loss_minus_ce", "simplify(card loss - CE(p_T, p_S)): zero", lambda: sp.simplify(sp.expand_log(elementary(d.loss) - cross_entropy, force=True))),
         ]
 
     def example(self, values, p, dtype=None, device=None):

@@ -1,0 +1,52 @@
+"""Figures from the cards' stable numpy lowering (matplotlib only; no torch).
+
+    from lossviz.plots import figure, save
+    fig = figure("cdpo", sweep=("label_smoothing", [0.0, 0.1, 0.3]), beta=0.1)
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple
+
+from ..registry import get
+from .core import FORMATS, PlotError, resolve_output, save, styled
+from .lessons import FIGURES, PlotRequest
+
+__all__ = ["figure", "compare_figure", "save", "resolve_output", "PlotError", "FORMATS", "request"]
+
+
+def request(name: str, sweep: Optional[Tuple[str, Sequence]] = None, x_range: Optional[Tuple[float, float]] = None, **params) -> PlotRequest:
+    """Validate everything (entry, parameters, sweep values, range) before any drawing."""
+    from ..cards.base import CardError
+
+    card = get(name)
+    if x_range is not None:
+        lo, hi = (float(v) for v in x_range)
+        if not lo < hi:
+            raise CardError(f"--x-range needs LO < HI; got {lo:g} {hi:g}")
+        x_range = (lo, hi)
+    if sweep is None:
+        return PlotRequest(card, [card.resolve(params)], None, x_range)
+    key, values = sweep
+    key = key.replace("-", "_")
+    if key not in {p.name for p in card.params}:
+        from ..registry import closest_first
+
+        raise CardError(f"--sweep: {card.name} has no parameter {key!r}; valid: {', '.join(closest_first(key, [p.name for p in card.params]))}")
+    if key in params:
+        raise CardError(f"--sweep {key} and --{key.replace('_', '-')} both set {key}: give one")
+    if not values:
+        raise CardError("--sweep needs at least one value: PARAM=v1,v2,...")
+    return PlotRequest(card, [card.resolve({**params, key: v}) for v in values], key, x_range)
+
+
+def figure(name: str, sweep=None, x_range=None, **params):
+    """The lesson figure of an entry (a matplotlib Figure)."""
+    req = request(name, sweep, x_range, **params)
+    return styled(FIGURES[req.card.name], req)
+
+
+def compare_figure(names: Sequence[str], what: str = "grad", x_range=None, **params):
+    from .compare import compare
+
+    return styled(compare, names, what, x_range, **params)

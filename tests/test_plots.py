@@ -1,0 +1,326 @@
+"""Figures: the plotted data equal the card's functions, lesson points sit at the closed forms,
+output is deterministic and atomic, and bad requests fail with one line."""
+
+import math
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+from matplotlib.testing.decorators import check_figures_equal
+
+from lossviz.cards.base import Derivation
+from lossviz.cli import main
+from lossviz.plots import compare_figure, figure
+from lossviz.plots.gallery import ITEMS, README_MARK, gallery
+from lossviz.registry import get, names
+
+
+def by_gid(fig, gid):
+    for ax in fig.axes:
+        for artist in ax.get_children():
+            if getattr(artist, "get_gid", lambda: None)() == gid:
+                return artist
+    raise AssertionError(f"no artist with gid {gid!r}; have {sorted({a.get_gid() for ax in fig.axes for a in ax.get_children() if a.get_gid()})}")
+
+
+def span(artist):
+    """(lo, hi) on the x axis of an axvspan (a Rectangle in matplotlib >= 3.9, a Polygon before)."""
+    if hasattr(artist, "get_width"):
+        return float(artist.get_x()), float(artist.get_x() + artist.get_width())
+    corners = np.asarray(artist.get_xy())
+    return float(corners[:, 0].min()), float(corners[:, 0].max())
+
+
+def xy(line):
+    return np.asarray(line.get_xdata(), dtype=float), np.asarray(line.get_ydata(), dtype=float)
+
+
+def card_values(name, case=None):
+    card = get(name)
+    return Derivation(card, card.resolve(case or {}))
+
+
+# entry -> (loss gid, grad gid, case, values at axis x, variable of the gradient, chain factor dx-> d var)
+CUTS = {
+    "basics": ("loss:-log sigmoid", "grad:-log sigmoid", {}, lambda x: {"x": x}, "x", None),
+    "gptlm": ("loss:label=0", "grad:label=0", {"label": "0"}, lambda x: {"logits_0": x, "logits_1": 0 * x, "logits_2": 0 * x}, "logits_0", None),
+    "kd": ("loss:cross-entropy", "grad:cross-entropy", {}, lambda x: {"logits_0": x, "logits_1": 0 * x, "logits_2": 0 * x,
+                                                                       "teacher_logits_0": 1 + 0 * x, "teacher_logits_1": 0 * x, "teacher_logits_2": -1 + 0 * x}, "logits_0", None),
+    "dpo": ("loss:loss", "grad:loss", {}, lambda x: {"policy_chosen_logps": x, "policy_rejected_logps": 0 * x, "reference_chosen_logps": 0 * x, "reference_rejected_logps": 0 * x}, "policy_chosen_logps", None),
+    "kto": ("loss:desirable", "grad:desirable", {"arm": "desirable"}, lambda x: {"policy_chosen_logps": x, "reference_chosen_logps": 0 * x, "policy_KL_logps": 2 + 0 * x, "reference_KL_logps": 0 * x}, "policy_chosen_logps", None),
+    "ppo-policy": ("loss:A_positive", "grad:A_positive", {}, lambda r: {"log_probs": np.log(r), "old_log_probs": 0 * r, "advantages": 1 + 0 * r}, "log_probs", lambda r: 1 / r),
+    "ppo-value": ("loss:max", "grad:max", {}, lambda v: {"values": v, "old_values": 0 * v, "returns": 1 + 0 * v}, "values", None),
+    "pairwise": ("loss:loss", "grad:loss", {}, lambda x: {"chosen_reward": x, "reject_reward": 0 * x}, "chosen_reward", None),
+    "logexp": ("loss:logexp", "grad:logexp", {}, lambda x: {"chosen_reward": x, "reject_reward": 0 * x}, "chosen_reward", None),
+    "prm": ("loss:soft p = 0.8", "grad:soft p = 0.8", {"labels": "soft"}, lambda x: {"logits_0": x, "logits_1": 0 * x}, "logits_0", None),
+}
+CUTS["cdpo"] = CUTS["ipo"] = CUTS["dpo"]
+
+
+def test_every_entry_has_a_figure_and_a_data_test():
+    assert set(names()) == set(CUTS) | {"vanilla-kto"}
+
+
+@pytest.mark.parametrize("name", sorted(CUTS))
+def test_plotted_curves_equal_the_card_functions(name):
+    loss_gid, grad_gid, case, values, var, chain = CUTS[name]
+    fig = figure(name, **{k: v for k, v in case.items() if k != "labels" or name == "prm"})
+    d = card_values(name, case)
+    x, y = xy(by_gid(fig, loss_gid))
+    np.testing.assert_allclose(y, d.evaluate(values(x)), rtol=1e-12, atol=1e-12)
+    x, g = xy(by_gid(fig, grad_gid))
+    expected = d.evaluate(values(x), var) * (1 if chain is None else chain(x))
+    np.testing.assert_allclose(g, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_vanilla_kto_surface_equals_the_card():
+    fig = figure("vanilla-kto", beta=0.2)
+    mesh = by_gid(fig, "surface:vanilla-kto")
+    coords = mesh.get_coordinates()  # (rows+1, cols+1, 2) cell corners for shading="auto" centres
+    values = np.asarray(mesh.get_array()).reshape(coords.shape[0] - 1, coords.shape[1] - 1) if mesh.get_array().ndim == 1 else np.asarray(mesh.get_array())
+    d = card_values("vanilla-kto", {"beta": 0.2})
+    grid = np.linspace(-40, 40, 161)
+    gc, gr = np.meshgrid(grid, grid)
+    np.testing.assert_allclose(values, d.function("loss")(gc, gr, 0 * gc, 0 * gc), rtol=1e-12)
+
+
+def _marker_x(fig, gid):
+    return float(np.asarray(by_gid(fig, gid).get_xdata())[0])
+
+
+def test_cdpo_minimum_markers_at_log_ratio_over_beta():
+    fig = figure("cdpo", sweep=("label_smoothing", [0.05, 0.1, 0.3]), beta=0.2)
+    for i, eps in enumerate([0.05, 0.1, 0.3]):
+        assert _marker_x(fig, f"marker:minimum:{i}") == pytest.approx(math.log((1 - eps) / eps) / 0.2, rel=1e-12)
+
+
+def test_cdpo_without_smoothing_has_no_minimum_marker():
+    fig = figure("cdpo", label_smoothing=0.0)
+    with pytest.raises(AssertionError):
+        by_gid(fig, "marker:minimum:0")
+
+
+def test_ipo_target_markers():
+    fig = figure("ipo", sweep=("beta", [0.1, 0.5, 1.0]))
+    for i, beta in enumerate([0.1, 0.5, 1.0]):
+        assert _marker_x(fig, f"marker:target:{i}") == pytest.approx(1 / (2 * beta), rel=1e-12)
+
+
+def test_prm_soft_optimum_marker():
+    fig = figure("prm", p=0.7)
+    assert _marker_x(fig, "marker:optimum:2") == pytest.approx(math.log(0.7 / 0.3), rel=1e-12)
+
+
+def test_pairwise_fade_points_shift_with_the_margin():
+    fig = figure("pairwise", sweep=("margin", [0.0, 1.0, 2.0]))
+    for i, m in enumerate([0.0, 1.0, 2.0]):
+        line = by_gid(fig, f"marker:fade_point:{i}")
+        assert float(line.get_xdata()[0]) == pytest.approx(m + math.log(9), rel=1e-12)
+        assert float(line.get_ydata()[0]) == pytest.approx(-0.1, rel=1e-9)  # the gradient there is -1/10
+
+
+def test_kto_reference_point_and_bell_peak():
+    fig = figure("kto", beta=0.1, desirable_weight=1.5)
+    assert float(by_gid(fig, "marker:reference_point").get_xdata()[0]) == 2.0
+    peak = by_gid(fig, "marker:gradient_peak:desirable")
+    assert float(peak.get_xdata()[0]) == pytest.approx(2.0) and float(peak.get_ydata()[0]) == pytest.approx(-1.5 * 0.1 / 4)
+
+
+def test_ppo_gradient_is_zero_exactly_in_the_shaded_clip_region():
+    fig = figure("ppo-policy", clip_eps=0.2)
+    for label, inside in (("positive", lambda r: r > 1.2), ("negative", lambda r: r < 0.8)):
+        r, g = xy(by_gid(fig, f"grad:A_{label}"))
+        assert np.all(g[inside(r)] == 0)
+        assert np.all(np.abs(g[~inside(r)]) == pytest.approx(1.0))  # -A inside the trust region
+        lo, hi = span(by_gid(fig, f"zone:zero_gradient_ratios_A_{label}"))
+        assert (lo, hi) == ((pytest.approx(1.2), pytest.approx(r[-1])) if label == "positive" else (pytest.approx(r[0]), pytest.approx(0.8)))
+
+
+def test_ppo_dual_clip_adds_a_second_zero_region():
+    fig = figure("ppo-policy", clip_eps=0.2, dual_clip=3.0)
+    r, g = xy(by_gid(fig, "grad:A_negative"))
+    assert np.all(g[r > 3.0] == 0) and np.all(g[(r > 0.8) & (r < 3.0)] == pytest.approx(1.0))
+
+
+def test_value_flat_zone_of_the_max_and_min_comparison():
+    fig = figure("ppo-value", clip_eps=0.2)
+    assert span(by_gid(fig, "zone:flat_zone_above")) == (pytest.approx(0.2), pytest.approx(1.8))  # (v_old+ε, 2R-v_old-ε)
+    v, g = xy(by_gid(fig, "grad:max"))
+    assert np.all(g[(v > 0.2 + 1e-9) & (v < 1.8 - 1e-9)] == 0)
+    _, g_min = xy(by_gid(fig, "grad:min"))
+    assert np.any(np.abs(g_min[(v > 0.3) & (v < 0.9)]) > 0.1)  # the min would keep pulling there
+
+
+def test_dpo_limit_lines_at_minus_beta():
+    fig = figure("dpo", sweep=("beta", [0.1, 0.5]))
+    for i, beta in enumerate([0.1, 0.5]):
+        assert float(by_gid(fig, f"limit:weight_wrong_order:{i}").get_ydata()[0]) == pytest.approx(-beta)
+
+
+def test_basics_limits():
+    fig = figure("basics")
+    assert float(by_gid(fig, "limit:gradient_limit_neg_inf").get_ydata()[0]) == -1.0
+    assert float(by_gid(fig, "limit:gradient_limit_pos_inf").get_ydata()[0]) == 0.0
+
+
+def test_logexp_overflow_figure_shows_naive_inf_and_stable_finite():
+    from lossviz.plots import request
+    from lossviz.plots.lessons import logexp_overflow
+
+    fig = logexp_overflow(request("logexp"))
+    x, naive = xy(by_gid(fig, "loss:naive"))
+    _, stable = xy(by_gid(fig, "loss:stable"))
+    assert np.all(np.isfinite(stable))
+    overflow = -math.log(np.finfo(np.float32).max)
+    assert np.all(np.isnan(naive[x < overflow - 0.5])) and np.all(np.isfinite(naive[x > overflow + 0.5]))
+    # equal to float32 rounding (the naive form also loses relative precision where 1 + e^{-x} rounds to 1)
+    np.testing.assert_allclose(naive[x > 0], stable[x > 0], rtol=0, atol=2e-7)
+
+
+@check_figures_equal(extensions=["png"])
+def test_logexp_and_pairwise_draw_the_same_picture(fig_test, fig_ref):
+    """The naive log-exp form and the stable pairwise form are one function: identical pixels."""
+    from lossviz.plots.core import along
+    from lossviz.plots.lessons import GAP
+
+    xs = np.linspace(-6, 8, 400)
+    for fig, name in ((fig_test, "logexp"), (fig_ref, "pairwise")):
+        d = card_values(name)
+        fig.subplots().plot(xs, along(d, GAP, {"chosen_reward": GAP, "reject_reward": 0}).loss(xs))
+
+
+def test_compare_lines_are_the_gradient_weights():
+    fig = compare_figure(["dpo", "cdpo", "ipo", "kto", "pairwise"], "grad", x_range=(-20, 20))
+    d = card_values("dpo")
+    x, y = xy(by_gid(fig, "grad:dpo"))
+    expected = -d.evaluate({"policy_chosen_logps": x, "policy_rejected_logps": 0 * x, "reference_chosen_logps": 0 * x, "reference_rejected_logps": 0 * x}, "policy_chosen_logps")
+    np.testing.assert_allclose(y, expected, rtol=1e-12)
+    assert fig.axes[0].get_yscale() == "symlog"  # IPO's linear pull dwarfs the others
+    fig = compare_figure(["pairwise", "logexp"], "loss")
+    np.testing.assert_allclose(xy(by_gid(fig, "loss:pairwise"))[1], xy(by_gid(fig, "loss:logexp"))[1], rtol=1e-12)
+
+
+# --- command line ---------------------------------------------------------------------
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.parametrize("fmt", ["png", "svg", "pdf"])
+def test_plot_writes_a_valid_file_of_the_requested_size(tmp_path, capsys, fmt):
+    out = tmp_path / f"dpo.{fmt}"
+    code, stdout, _ = run(capsys, "plot", "dpo", "--beta", "0.1", "--out", str(out), "--dpi", "100")
+    assert code == 0 and stdout.strip() == str(out)
+    data = out.read_bytes()
+    if fmt == "png":
+        assert data[:8] == b"\x89PNG\r\n\x1a\n"
+        width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+        assert (width, height) == (680, 260)  # 6.8 in x 2.6 in at 100 dpi
+    elif fmt == "svg":
+        root = ET.fromstring(data)
+        assert root.tag.endswith("svg") and root.attrib["width"] == "489.6pt" and root.attrib["height"] == "187.2pt"
+    else:
+        assert data.startswith(b"%PDF") and b"/MediaBox [ 0 0 489.6 187.2 ]" in data
+
+
+def test_format_flag_overrides_the_suffix(tmp_path, capsys):
+    out = tmp_path / "figure.png"
+    assert run(capsys, "plot", "ipo", "--out", str(out), "--format", "svg")[0] == 0
+    assert out.read_bytes().lstrip().startswith(b"<?xml")
+
+
+def test_default_output_name_in_the_current_directory(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, stdout, _ = run(capsys, "plot", "cdpo", "--sweep", "label_smoothing=0.1,0.3")
+    assert code == 0 and stdout.strip() == str(tmp_path / "cdpo_beta-0.1_label_smoothing-0.1-0.3.png")
+    assert (tmp_path / "cdpo_beta-0.1_label_smoothing-0.1-0.3.png").exists()
+
+
+def test_subprocess_plot_is_byte_identical_and_torch_free(tmp_path):
+    cmd = [sys.executable, "-m", "lossviz", "plot", "dpo", "--beta", "0.1"]
+    first = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, check=True)
+    png = tmp_path / "dpo_beta-0.1.png"
+    before = png.read_bytes()
+    subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert first.stdout.strip() == str(png) and png.read_bytes() == before
+    probe = "import sys\nfrom lossviz.cli import main\nmain(['plot', 'kto', '--out', 'k.svg'])\nprint('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True).stdout.splitlines()[-1] == "False"
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["plot", "dpx"], "unknown loss 'dpx'"),
+    (["plot", "dpo", "--bta", "1"], "dpo has no parameter --bta; valid: --beta"),
+    (["plot", "dpo", "--beta", "-1"], "--beta must be in (0, 100]; got -1"),
+    (["plot", "cdpo", "--label-smoothing", "0.7"], "--label-smoothing must be in [0, 0.5); got 0.7"),
+    (["plot", "cdpo", "--sweep", "label_smoothing=0.1,0.6"], "--label-smoothing must be in [0, 0.5); got 0.6"),
+    (["plot", "dpo", "--sweep", "gamma=1,2"], "--sweep: dpo has no parameter 'gamma'"),
+    (["plot", "dpo", "--sweep", "beta"], "--sweep must look like PARAM=v1,v2"),
+    (["plot", "dpo", "--x-range", "5", "1"], "--x-range needs LO < HI"),
+    (["plot", "dpo", "--format", "gif"], "invalid choice: 'gif'"),
+    (["plot", "dpo", "--out", "{tmp}/figure.gif"], "cannot tell the format"),
+    (["plot", "dpo", "--out", "{tmp}/missing/figure.png"], "does not exist"),
+    (["plot", "dpo", "--out", "{tmp}/afile/figure.png"], "is not a directory"),
+    (["plot", "dpo", "--dpi", "5", "--out", "{tmp}/x.png"], "--dpi must be"),
+    (["compare", "dpo", "nope"], "unknown loss 'nope'"),
+    (["compare", "dpo", "--what", "hessian"], "invalid choice: 'hessian'"),
+    (["compare", "dpo", "ipo", "--margin", "1"], "has no parameter --margin"),
+])
+def test_bad_plot_requests_exit_2_with_one_line_and_leave_nothing(tmp_path, capsys, monkeypatch, argv, needle):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("not a directory")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code, out, err = run(capsys, *[a.replace("{tmp}", str(tmp_path)) for a in argv])
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and needle in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_a_file_lossviz_did_not_write_is_kept_unless_forced(tmp_path, capsys):
+    target = tmp_path / "notes.png"
+    target.write_bytes(b"my own picture")
+    code, _, err = run(capsys, "plot", "dpo", "--out", str(target))
+    assert code == 2 and "was not written by lossviz" in err and target.read_bytes() == b"my own picture"
+    assert run(capsys, "plot", "dpo", "--out", str(target), "--force")[0] == 0
+    assert target.read_bytes()[:4] == b"\x89PNG"
+    assert run(capsys, "plot", "dpo", "--beta", "0.3", "--out", str(target))[0] == 0  # ours now: replaced freely
+
+
+def test_a_crash_while_writing_leaves_no_partial_file(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    from lossviz.plots.core import PlotError, save
+
+    def broken(self, handle, **kwargs):
+        handle.write(b"half a file")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", broken)
+    with pytest.raises(PlotError, match="No space left"):
+        save(figure("dpo"), tmp_path / "x.png", "png")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_gallery_writes_every_item_and_a_readme(tmp_path, capsys):
+    out = tmp_path / "figs"
+    assert main(["gallery", "--out", str(out)]) == 0
+    files = {p.name for p in out.iterdir()}
+    assert files == {f"{i.stem}.png" for i in ITEMS} | {"README.md"}
+    readme = (out / "README.md").read_text()
+    assert readme.startswith(README_MARK)
+    for item in ITEMS:
+        assert f"[{item.stem}.png]({item.stem}.png) | {item.lesson} |" in readme
+    assert {i.name for i in ITEMS} >= set(names()) | {"logexp-overflow"}
+
+
+def test_committed_gallery_lists_every_item():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "figures"
+    readme = (root / "README.md").read_text()
+    for item in ITEMS:
+        assert f"({item.stem}.png)" in readme and (root / f"{item.stem}.png").exists()
