@@ -158,6 +158,18 @@ def _plot_errors():
 
 
 def _plot(args) -> int:
+    from .plots import cache
+    from .plots.core import PlotError
+
+    as_typed = {"command": "plot", "name": args.name, "params": list(args.params), "sweep": args.sweep, "x_range": args.x_range}
+    entry_key = None if args.no_cache else cache.key(as_typed)
+    hit = cache.load(entry_key) if entry_key else None
+    if hit is not None:  # built before by this very code: render and save, no sympy
+        fig, stem = hit
+        try:
+            return _save(args, fig, stem)
+        except PlotError as exc:
+            raise UsageError(str(exc)) from None
     from .registry import get
 
     try:
@@ -167,7 +179,10 @@ def _plot(args) -> int:
 
         req = request(card.name, _parse_sweep(args.sweep), args.x_range, **given)
         resolve_output(args.out, args.format, "check")  # a bad --out fails before any drawing
-        return _save(args, styled(FIGURES[req.card.name], req), _default_stem(req))
+        fig, stem = styled(FIGURES[req.card.name], req), _default_stem(req)
+        if entry_key:
+            cache.store(entry_key, (fig, stem))
+        return _save(args, fig, stem)
     except _plot_errors() as exc:
         raise UsageError(str(exc)) from None
 
@@ -252,6 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("name", nargs="?", help="a loss entry (see `lossviz list`)")
     plot.add_argument("-h", "--help", action="store_true", help="show this help (with NAME: also that entry's flags)")
     plot.add_argument("--sweep", metavar="PARAM=v1,v2,...", help="overlay one curve per value of a parameter")
+    plot.add_argument("--no-cache", action="store_true", help="build the figure anew instead of reusing a cached build "
+                      "(also: LOSSVIZ_NO_CACHE=1; the cache lives in $LOSSVIZ_CACHE_DIR or ~/.cache/lossviz)")
     _add_output_options(plot)
     plot.set_defaults(run=_plot_entry, takes_card_params=True, parser=plot)
 

@@ -182,7 +182,7 @@ def test_logexp_overflow_figure_shows_naive_inf_and_stable_finite():
 @check_figures_equal(extensions=["png"])
 def test_logexp_and_pairwise_draw_the_same_picture(fig_test, fig_ref):
     """The naive log-exp form and the stable pairwise form are one function: identical pixels."""
-    from lossviz.plots.core import along
+    from lossviz.plots.cut import along
     from lossviz.plots.lessons import GAP
 
     xs = np.linspace(-6, 8, 400)
@@ -324,3 +324,39 @@ def test_committed_gallery_lists_every_item():
     readme = (root / "README.md").read_text()
     for item in ITEMS:
         assert f"({item.stem}.png)" in readme and (root / f"{item.stem}.png").exists()
+
+
+def _probe(tmp_path, env_extra=None, argv="['plot', 'dpo', '--beta', '0.2', '--out', 'c.png']"):
+    import os
+
+    code = f"import sys\nfrom lossviz.cli import main\nrc = main({argv})\nprint(rc, 'sympy' in sys.modules)"
+    env = {**os.environ, "LOSSVIZ_CACHE_DIR": str(tmp_path / "cache"), **(env_extra or {})}
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=env)
+    return out.stdout.split()[-2:], out.stderr
+
+
+def test_a_repeated_plot_comes_from_the_cache_without_sympy_and_is_identical(tmp_path):
+    assert _probe(tmp_path)[0] == ["0", "True"]  # built: sympy needed
+    first = (tmp_path / "c.png").read_bytes()
+    assert _probe(tmp_path)[0] == ["0", "False"]  # cached: rendered and saved without sympy
+    assert (tmp_path / "c.png").read_bytes() == first
+    assert _probe(tmp_path, {"LOSSVIZ_NO_CACHE": "1"})[0] == ["0", "True"]
+    assert (tmp_path / "c.png").read_bytes() == first
+
+
+def test_a_corrupt_cache_entry_is_a_miss_and_errors_are_not_cached(tmp_path):
+    _probe(tmp_path)
+    for entry in (tmp_path / "cache" / "figures").glob("*.pickle"):
+        entry.write_bytes(b"garbage")
+    assert _probe(tmp_path)[0] == ["0", "True"]
+    bad = "['plot', 'dpo', '--beta', '-1', '--out', 'd.png']"
+    for _ in range(2):
+        (rc, _), err = _probe(tmp_path, argv=bad)
+        assert rc == "2" and "--beta must be in" in err
+    assert not (tmp_path / "d.png").exists()
+
+
+def test_cache_hits_still_check_the_output(tmp_path):
+    _probe(tmp_path)
+    (rc, _), err = _probe(tmp_path, argv="['plot', 'dpo', '--beta', '0.2', '--out', 'missing/c.png']")
+    assert rc == "2" and "does not exist" in err

@@ -2,22 +2,33 @@
 
     from lossviz.plots import figure, save
     fig = figure("cdpo", sweep=("label_smoothing", [0.0, 0.1, 0.3]), beta=0.1)
+
+The package imports nothing heavy itself: ``lossviz.plots.core`` (saving) and
+``lossviz.plots.cache`` stay free of sympy, so a cached figure is written without it.
 """
 
 from __future__ import annotations
 
 from typing import Optional, Sequence, Tuple
 
-from ..registry import get
 from .core import FORMATS, PlotError, resolve_output, save, styled
-from .lessons import FIGURES, PlotRequest
 
-__all__ = ["figure", "compare_figure", "save", "resolve_output", "PlotError", "FORMATS", "request"]
+__all__ = ["figure", "compare_figure", "save", "resolve_output", "PlotError", "FORMATS", "request", "FIGURES"]
 
 
-def request(name: str, sweep: Optional[Tuple[str, Sequence]] = None, x_range: Optional[Tuple[float, float]] = None, **params) -> PlotRequest:
+def __getattr__(name):
+    if name == "FIGURES":
+        from .lessons import FIGURES
+
+        return FIGURES
+    raise AttributeError(f"module 'lossviz.plots' has no attribute {name!r}")
+
+
+def request(name: str, sweep: Optional[Tuple[str, Sequence]] = None, x_range: Optional[Tuple[float, float]] = None, **params):
     """Validate everything (entry, parameters, sweep values, range) before any drawing."""
     from ..cards.base import CardError
+    from ..registry import closest_first, get
+    from .lessons import PlotRequest
 
     card = get(name)
     if x_range is not None:
@@ -30,8 +41,6 @@ def request(name: str, sweep: Optional[Tuple[str, Sequence]] = None, x_range: Op
     key, values = sweep
     key = key.replace("-", "_")
     if key not in {p.name for p in card.params}:
-        from ..registry import closest_first
-
         raise CardError(f"--sweep: {card.name} has no parameter {key!r}; valid: {', '.join(closest_first(key, [p.name for p in card.params]))}")
     if key in params:
         raise CardError(f"--sweep {key} and --{key.replace('_', '-')} both set {key}: give one")
@@ -42,6 +51,8 @@ def request(name: str, sweep: Optional[Tuple[str, Sequence]] = None, x_range: Op
 
 def figure(name: str, sweep=None, x_range=None, **params):
     """The lesson figure of an entry (a matplotlib Figure)."""
+    from .lessons import FIGURES
+
     req = request(name, sweep, x_range, **params)
     return styled(FIGURES[req.card.name], req)
 

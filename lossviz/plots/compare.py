@@ -9,7 +9,8 @@ import sympy as sp
 
 from ..cards.base import CardError, Derivation
 from ..registry import get
-from .core import COLORS, along, new_figure, sample_axis
+from .core import COLORS, new_figure, sample_axis
+from .cut import along
 from .lessons import suptitle
 
 X = sp.Symbol("x", real=True)

@@ -1,21 +1,18 @@
-"""Figure plumbing: curves from a derivation along its natural axis, style, deterministic atomic saving.
+"""Figure plumbing: style, layout, markers, deterministic atomic saving.
 
 Figures are built with ``matplotlib.figure.Figure`` directly (no pyplot: no backend
-selection, no global state). Nothing here imports torch.
+selection, no global state). Nothing here imports torch or sympy, so a cached figure is
+saved without either (see :mod:`.cache`).
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Mapping, Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
-import sympy as sp
-
-from ..symbolic import lower
 
 FORMATS = ("png", "svg", "pdf")
 SIGNATURE = "lossviz"  # written into every file's metadata; an existing file without it is not ours
@@ -46,32 +43,6 @@ SHADE = "#f2c14e"
 
 class PlotError(ValueError):
     """A bad output request (format, directory, existing file): one line for the user."""
-
-
-@dataclass
-class AxisCurve:
-    """A 1-D cut of a derivation: ``loss(x)`` and ``d loss / dx`` along the axis symbol."""
-
-    x: sp.Symbol
-    loss_expr: sp.Expr
-    grad_expr: sp.Expr
-
-    def __post_init__(self):
-        self._loss = lower(self.loss_expr, [self.x.name], "numpy")
-        self._grad = lower(self.grad_expr, [self.x.name], "numpy")
-
-    def loss(self, xs):
-        return self._loss(np.asarray(xs, dtype=float))
-
-    def grad(self, xs):
-        return self._grad(np.asarray(xs, dtype=float))
-
-
-def along(d, x: sp.Symbol, values: Mapping[str, object]) -> AxisCurve:
-    """Cut ``d.loss`` along ``x``: ``values`` gives each variable as a number or an expression in ``x``."""
-    subs = {d.symbols[v]: sp.sympify(e) for v, e in values.items()}
-    loss = d.loss.subs(subs)
-    return AxisCurve(x, loss, sp.diff(loss, x))
 
 
 def new_figure(rows: int, cols: int, width: float = 3.4, height: float = 2.6):
@@ -206,5 +177,3 @@ def sample_axis(lo: float, hi: float, n: int = 801) -> np.ndarray:
     return np.linspace(lo, hi, n)
 
 
-CurveFn = Callable[[np.ndarray], np.ndarray]
-Panels = Dict[str, object]

@@ -15,7 +15,8 @@ import sympy as sp
 
 from ..cards.base import Card, Derivation
 from ..symbolic import LogSigmoid, Sigmoid, elementary, lower
-from .core import COLORS, AxisCurve, along, finish_layout, format_params, mark, new_figure, sample_axis, shade, vline
+from .core import COLORS, finish_layout, format_params, mark, new_figure, sample_axis, shade, vline
+from .cut import AxisCurve, along
 
 
 @dataclass
