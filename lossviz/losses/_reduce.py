@@ -6,10 +6,10 @@ r"""Masked reductions.
     \qquad
     \frac{\partial}{\partial x_i} \operatorname{masked\_mean} = \frac{m_i}{\sum_d m}
 
-lossviz hardening over the seed: masked positions are *selected away* rather than
-multiplied by zero, so a NaN or inf sitting at a masked position (padding garbage) cannot
-leak into the result (``NaN * 0 = NaN``); and a slice whose mask is all zero has mean 0
-instead of ``0 / 0 = NaN``.
+lossviz hardening over the seed: a slice whose mask is all zero has mean 0 instead of
+``0 / 0 = NaN``. Masked positions are multiplied by zero as in the seed, so keep padding
+finite: a NaN there still propagates (``NaN * 0 = NaN``), as in OpenRLHF. Selecting it away
+with ``torch.where`` costs about 30% of a PPO loss's time, which this hot path does not pay.
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ def masked_mean(tensor: torch.Tensor, mask: Optional[torch.Tensor], dim: Optiona
     if mask is None:
         return tensor.mean() if dim is None else tensor.mean(dim=dim)
     weights = mask.to(tensor.dtype)
-    kept = torch.where(weights != 0, tensor * weights, torch.zeros_like(tensor))
+    kept = tensor * weights
     if dim is None:
         numerator, denominator = kept.sum(), weights.sum()
     else:
         numerator, denominator = kept.sum(dim=dim), weights.sum(dim=dim)
-    # an empty slice divides 0 by 1 instead of 0 by 0
-    return numerator / torch.where(denominator == 0, torch.ones_like(denominator), denominator)
+    # an empty slice divides 0 by the smallest normal number instead of 0 by 0 (one cheap op)
+    return numerator / denominator.clamp(min=torch.finfo(denominator.dtype).tiny)

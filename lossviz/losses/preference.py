@@ -49,7 +49,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import check_floats, check_nonempty, check_real, check_same_shape
+from ._checks import check_floats, check_nonempty, check_real, check_same_floats, check_same_shape
+
+_PAIR_NAMES = ("policy_chosen_logps", "policy_rejected_logps", "reference_chosen_logps", "reference_rejected_logps")
 
 
 def _check_positive_beta(beta) -> float:
@@ -75,15 +77,7 @@ class DPOLoss(nn.Module):
         reference_chosen_logps: torch.Tensor,
         reference_rejected_logps: torch.Tensor,
     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        inputs = dict(
-            policy_chosen_logps=policy_chosen_logps,
-            policy_rejected_logps=policy_rejected_logps,
-            reference_chosen_logps=reference_chosen_logps,
-            reference_rejected_logps=reference_rejected_logps,
-        )
-        check_floats(**inputs)
-        check_same_shape(**inputs)
-        check_nonempty("policy_chosen_logps", policy_chosen_logps)
+        check_same_floats(_PAIR_NAMES, policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps)
         chosen_logratios = policy_chosen_logps - reference_chosen_logps  # (N,)
         rejected_logratios = policy_rejected_logps - reference_rejected_logps  # (N,)
         margin = chosen_logratios - rejected_logratios  # (N,)  h

@@ -37,7 +37,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from typing import Optional
+
 from ._checks import IGNORE_INDEX, check_class_labels, check_tensor, compute_dtype
+from .chunked import ChunkedCrossEntropy, ChunkedDistillation, check_chunk_size, shifted_targets
 
 
 def _check_logits_and_labels(logits: torch.Tensor, labels: torch.Tensor, labels_name: str) -> None:
@@ -53,16 +56,24 @@ def _check_logits_and_labels(logits: torch.Tensor, labels: torch.Tensor, labels_
 
 
 class GPTLMLoss(nn.Module):
-    """Next-token cross-entropy for pre-training and SFT; labels ``-100`` are ignored."""
+    """Next-token cross-entropy for pre-training and SFT; labels ``-100`` are ignored.
 
-    def __init__(self) -> None:
+    ``chunk_size=N`` (keyword-only) processes N tokens at a time with a hand-written backward
+    (:mod:`.chunked`): the same value and gradient, with peak memory of the logits gradient
+    plus ``O(N × vocab)`` instead of several full ``[tokens, vocab]`` tensors.
+    """
+
+    def __init__(self, *, chunk_size: Optional[int] = None) -> None:
         super().__init__()
         self.IGNORE_INDEX = IGNORE_INDEX
+        self.chunk_size = check_chunk_size(chunk_size)
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         _check_logits_and_labels(logits, labels, "labels")
         vocab = logits.shape[-1]
         check_class_labels("labels", labels, vocab)
+        if self.chunk_size:
+            return ChunkedCrossEntropy.apply(logits.reshape(-1, vocab), shifted_targets(labels), self.chunk_size)
         # position t predicts the token at t + 1
         shift_logits = logits[..., :-1, :].reshape(-1, vocab).to(compute_dtype(logits))  # (N, V)
         shift_labels = labels[..., 1:].reshape(-1)  # (N,)
@@ -72,11 +83,15 @@ class GPTLMLoss(nn.Module):
 
 
 class KDLoss(nn.Module):
-    """Knowledge distillation: cross-entropy of the student to the teacher's soft labels."""
+    """Knowledge distillation: cross-entropy of the student to the teacher's soft labels.
 
-    def __init__(self) -> None:
+    ``chunk_size=N`` (keyword-only): chunked, with a hand-written backward (see :class:`GPTLMLoss`).
+    """
+
+    def __init__(self, *, chunk_size: Optional[int] = None) -> None:
         super().__init__()
         self.IGNORE_INDEX = IGNORE_INDEX
+        self.chunk_size = check_chunk_size(chunk_size)
 
     def forward(self, logits: torch.Tensor, teacher_logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         _check_logits_and_labels(logits, label, "label")
@@ -86,6 +101,10 @@ class KDLoss(nn.Module):
                 f"teacher_logits must have the shape of logits {tuple(logits.shape)}, "
                 f"got {tuple(teacher_logits.shape)}"
             )
+        if self.chunk_size:
+            vocab = logits.shape[-1]
+            keep = (label != self.IGNORE_INDEX).reshape(-1)
+            return ChunkedDistillation.apply(logits.reshape(-1, vocab), teacher_logits.reshape(-1, vocab), keep, self.chunk_size)
         dtype = torch.promote_types(compute_dtype(logits), compute_dtype(teacher_logits))
         teacher_probs = F.softmax(teacher_logits.to(dtype), dim=-1)  # (..., V)  q
         student_logprobs = F.log_softmax(logits.to(dtype), dim=-1)  # (..., V)  log p

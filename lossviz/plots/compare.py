@@ -21,7 +21,9 @@ CUTS: Dict[str, Dict[str, object]] = {
     "gptlm": {"logits_0": X, "logits_1": 0, "logits_2": 0},
     "kd": {"logits_0": X, "logits_1": 0, "logits_2": 0, "teacher_logits_0": 1, "teacher_logits_1": 0, "teacher_logits_2": -1},
     "dpo": {"policy_chosen_logps": X, "policy_rejected_logps": 0, "reference_chosen_logps": 0, "reference_rejected_logps": 0},
-    "kto": {"policy_chosen_logps": X, "reference_chosen_logps": 0, "policy_KL_logps": 0, "reference_KL_logps": 0},
+    # both arms' variables: each case uses its own side
+    "kto": {"policy_chosen_logps": X, "reference_chosen_logps": 0, "policy_rejected_logps": X, "reference_rejected_logps": 0,
+            "policy_KL_logps": 0, "reference_KL_logps": 0},
     "ppo-policy": {"log_probs": X, "old_log_probs": 0, "advantages": 1},
     "ppo-value": {"values": X, "old_values": 0, "returns": 0},
     "pairwise": {"chosen_reward": X, "reject_reward": 0},
@@ -54,7 +56,7 @@ def compare(names: Sequence[str], what: str = "grad", x_range=None, **params):
     for i, card in enumerate(cards):
         own = {k: v for k, v in params.items() if k in {p.name for p in card.params}}
         d = Derivation(card, card.resolve(own))
-        curve = along(d, X, CUTS[card.name])
+        curve = along(d, X, {v: e for v, e in CUTS[card.name].items() if v in d.variables})
         ys = curve.loss(xs) if what == "loss" else -curve.grad(xs)
         (line,) = ax.plot(xs, ys, color=COLORS[i % len(COLORS)], label=f"{card.name} ({AXIS_NAMES[card.name]})")
         line.set_gid(f"{what}:{card.name}")
