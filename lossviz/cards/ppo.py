@@ -16,6 +16,13 @@ RATIO = sp.Symbol("r", positive=True)
 LOG_RATIO_MAX = 20  # the production clamp of log π - log π_old (lossviz.losses.rl.LOG_RATIO_MAX)
 
 
+def clip_bounds(p):
+    """(ε_l, ε_h): the asymmetric overrides, else the symmetric clip_eps (None when clipping is off)."""
+    low = p["clip_eps_low"] if p["clip_eps_low"] is not None else p["clip_eps"]
+    high = p["clip_eps_high"] if p["clip_eps_high"] is not None else p["clip_eps"]
+    return low, high
+
+
 def _opt(name, doc, latex, low, high, low_open=True):
     return Param(name, None, doc, latex, low=low, high=high, low_open=low_open, optional=True)
 
@@ -39,9 +46,7 @@ class PPOPolicy(Card):
         return POLICY_VARS
 
     def bounds(self, p):
-        low = p["clip_eps_low"] if p["clip_eps_low"] is not None else p["clip_eps"]
-        high = p["clip_eps_high"] if p["clip_eps_high"] is not None else p["clip_eps"]
-        return low, high
+        return clip_bounds(p)
 
     def loss(self, p):
         return self.surrogate(p, clamp=True)
@@ -180,9 +185,7 @@ class PPOValue(Card):
         return VALUE_VARS
 
     def bounds(self, p):
-        low = p["clip_eps_low"] if p["clip_eps_low"] is not None else p["clip_eps"]
-        high = p["clip_eps_high"] if p["clip_eps_high"] is not None else p["clip_eps"]
-        return low, high
+        return clip_bounds(p)
 
     def loss(self, p):
         v, v_old, ret = (sym(n) for n in VALUE_VARS)

@@ -184,11 +184,8 @@ class FusedLinearCrossEntropy(torch.autograd.Function):
         dtype = compute_dtype(hidden2d)
         keep_all = targets != IGNORE_INDEX
         denom = keep_all.sum().clamp(min=1).to(dtype)
-        want_h, want_w, want_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1], bias is not None and ctx.needs_input_grad[2]
-        want_any = want_h or want_w or want_b
-        grad_h = torch.empty_like(hidden2d) if want_h else None
-        grad_w = torch.zeros_like(weight, dtype=dtype) if want_w else None
-        grad_b = torch.zeros_like(bias, dtype=dtype) if want_b else None
+        grad_h, grad_w, grad_b = _linear_grad_buffers(ctx, hidden2d, weight, bias, dtype)
+        want_any = any(g is not None for g in (grad_h, grad_w, grad_b))
         total = torch.zeros((), dtype=dtype, device=hidden2d.device)
         for start in range(0, hidden2d.shape[0], chunk_size):
             end = start + chunk_size
@@ -197,18 +194,12 @@ class FusedLinearCrossEntropy(torch.autograd.Function):
             total += _ce_chunk(z, targets[start:end], keep_all[start:end], denom, z if want_any else None)  # gradient over z
             if want_any:
                 _accumulate_linear_grads(z, h, weight, grad_h, grad_w, grad_b, start, end)
-        ctx.save_for_backward(grad_h, grad_w, grad_b)
-        ctx.dtypes = (weight.dtype, None if bias is None else bias.dtype)
+        _save_linear_grads(ctx, grad_h, grad_w, grad_b, weight, bias)
         return total / denom
 
     @staticmethod
     def backward(ctx, grad_output):
-        _Consumed.check(ctx)
-        grad_h, grad_w, grad_b = ctx.saved_tensors
-        w_dtype, b_dtype = ctx.dtypes
-        grad_w = None if grad_w is None else grad_w.to(w_dtype)
-        grad_b = None if grad_b is None else grad_b.to(b_dtype)
-        return _scale(grad_h, grad_output), _scale(grad_w, grad_output), _scale(grad_b, grad_output), None, None
+        return (*_linear_backward(ctx, grad_output), None, None)
 
 
 class FusedLinearDistillation(torch.autograd.Function):
@@ -218,11 +209,8 @@ class FusedLinearDistillation(torch.autograd.Function):
     def forward(ctx, hidden2d, weight, bias, teacher_hidden2d, teacher_weight, teacher_bias, keep, chunk_size):
         dtype = compute_dtype(hidden2d)
         denom = keep.sum().clamp(min=1).to(dtype)
-        want_h, want_w, want_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1], bias is not None and ctx.needs_input_grad[2]
-        want_any = want_h or want_w or want_b
-        grad_h = torch.empty_like(hidden2d) if want_h else None
-        grad_w = torch.zeros_like(weight, dtype=dtype) if want_w else None
-        grad_b = torch.zeros_like(bias, dtype=dtype) if want_b else None
+        grad_h, grad_w, grad_b = _linear_grad_buffers(ctx, hidden2d, weight, bias, dtype)
+        want_any = any(g is not None for g in (grad_h, grad_w, grad_b))
         total = torch.zeros((), dtype=dtype, device=hidden2d.device)
         for start in range(0, hidden2d.shape[0], chunk_size):
             end = start + chunk_size
@@ -232,18 +220,36 @@ class FusedLinearDistillation(torch.autograd.Function):
             total += _kd_chunk(z, t, keep[start:end], denom, z if want_any else None, None)  # gradient over z
             if want_any:
                 _accumulate_linear_grads(z, h, weight, grad_h, grad_w, grad_b, start, end)
-        ctx.save_for_backward(grad_h, grad_w, grad_b)
-        ctx.dtypes = (weight.dtype, None if bias is None else bias.dtype)
+        _save_linear_grads(ctx, grad_h, grad_w, grad_b, weight, bias)
         return -total / denom
 
     @staticmethod
     def backward(ctx, grad_output):
-        _Consumed.check(ctx)
-        grad_h, grad_w, grad_b = ctx.saved_tensors
-        w_dtype, b_dtype = ctx.dtypes
-        grad_w = None if grad_w is None else grad_w.to(w_dtype)
-        grad_b = None if grad_b is None else grad_b.to(b_dtype)
-        return _scale(grad_h, grad_output), _scale(grad_w, grad_output), _scale(grad_b, grad_output), None, None, None, None, None
+        return (*_linear_backward(ctx, grad_output), None, None, None, None, None)
+
+
+def _linear_grad_buffers(ctx, hidden2d, weight, bias, dtype):
+    """Gradient buffers for the inputs that need one: hidden (filled per chunk), weight and bias (accumulated)."""
+    want_h, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    want_b = bias is not None and ctx.needs_input_grad[2]
+    return (torch.empty_like(hidden2d) if want_h else None,
+            torch.zeros_like(weight, dtype=dtype) if want_w else None,
+            torch.zeros_like(bias, dtype=dtype) if want_b else None)
+
+
+def _save_linear_grads(ctx, grad_h, grad_w, grad_b, weight, bias):
+    ctx.save_for_backward(grad_h, grad_w, grad_b)
+    ctx.dtypes = (weight.dtype, None if bias is None else bias.dtype)
+
+
+def _linear_backward(ctx, grad_output):
+    """(∂hidden, ∂weight, ∂bias) scaled by the upstream gradient, in the parameters' dtypes."""
+    _Consumed.check(ctx)
+    grad_h, grad_w, grad_b = ctx.saved_tensors
+    w_dtype, b_dtype = ctx.dtypes
+    grad_w = None if grad_w is None else grad_w.to(w_dtype)
+    grad_b = None if grad_b is None else grad_b.to(b_dtype)
+    return _scale(grad_h, grad_output), _scale(grad_w, grad_output), _scale(grad_b, grad_output)
 
 
 def _accumulate_linear_grads(g, h, weight, grad_h, grad_w, grad_b, start, end):
