@@ -11,6 +11,7 @@ cache folder here, so only rendering and saving remain).
 
 from __future__ import annotations
 
+
 import argparse
 import os
 import statistics
@@ -19,6 +20,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # _timing.py lives beside the scripts
+from _timing import wall  # noqa: E402
 
 FLOOR = """
 import numpy as np
@@ -30,12 +34,6 @@ fig, ax = plt.subplots()
 ax.plot(x, np.log1p(np.exp(-0.1 * x)))
 fig.savefig({out!r})
 """
-
-
-def wall(argv, cwd, env=None):
-    start = time.perf_counter()
-    subprocess.run(argv, check=True, capture_output=True, cwd=cwd, env={**os.environ, **(env or {})})
-    return time.perf_counter() - start
 
 
 def main():

@@ -10,20 +10,13 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import os
 import pstats
-import statistics
-import subprocess
 import sys
 import time
 
-
-def wall(argv, repeat):
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        subprocess.run(argv, check=False, capture_output=True)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # _timing.py lives beside the scripts
+from _timing import median_wall  # noqa: E402
 
 
 def main():
@@ -32,8 +25,8 @@ def main():
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
-    floor = wall([sys.executable, "-c", "import torch, sympy"], args.repeat)
-    total = wall([sys.executable, "-m", "lossviz", "verify", "--all", "--device", args.device], args.repeat)
+    floor = median_wall([sys.executable, "-c", "import torch, sympy"], args.repeat, check=False)
+    total = median_wall([sys.executable, "-m", "lossviz", "verify", "--all", "--device", args.device], args.repeat, check=False)
     print(f"floor (import torch, sympy):            {floor:6.2f} s")
     print(f"lossviz verify --all --device {args.device} (float64): {total:6.2f} s  (target < 20 s; median of {args.repeat})")
 

@@ -150,14 +150,8 @@ def gptlm(req: PlotRequest):
         _plot_curve(ax_loss, xs, curve.loss(xs), text, f"loss:label={label}", COLORS[i])
         _plot_curve(ax_grad, xs, curve.grad(xs), (r"$p_0 - 1$" if label == "0" else r"$p_0$"), f"grad:label={label}", COLORS[i])
     _plot_curve(ax_grad, xs, np.zeros_like(xs), "label -100 (prompt): no gradient", "grad:masked", "0.4", linestyle="--")
-    ax_loss.set_xlabel(r"logit $z_0$ ($z_1 = z_2 = 0$)")
-    ax_grad.set_xlabel(r"logit $z_0$ ($z_1 = z_2 = 0$)")
-    ax_loss.set_ylabel(r"$\mathcal{L} = \mathrm{LSE}(z) - z_y$")
-    ax_grad.set_ylabel(r"$\partial\mathcal{L}/\partial z_0 = p_0 - 1[y = 0]$")
-    for ax in axes[0]:
-        ax.legend(loc="best")
-    suptitle(fig, req.title("next-token cross-entropy over a 3-token vocabulary"))
-    return fig
+    return _finish_panels(fig, ax_loss, ax_grad, r"logit $z_0$ ($z_1 = z_2 = 0$)", r"$\mathcal{L} = \mathrm{LSE}(z) - z_y$",
+                          r"$\partial\mathcal{L}/\partial z_0 = p_0 - 1[y = 0]$", req.title("next-token cross-entropy over a 3-token vocabulary"))
 
 
 TEACHER = (1.0, 0.0, -1.0)
@@ -180,12 +174,19 @@ def kd(req: PlotRequest):
     mark(ax_grad, z_star, 0.0, "gradient 0", "marker:gradient_zero")
     ax_loss.annotate(f"constant gap H(q) = {entropy:.3f}", (xs[-1], float(curve.loss(xs[-1:])[0]) - entropy / 2), xytext=(-4, 0),
                      textcoords="offset points", ha="right", fontsize=7)
-    for ax in axes[0]:
-        ax.set_xlabel(r"student logit $z_0$ (teacher logits $t$ = (1, 0, -1))")
-        ax.legend(loc="best")
-    ax_loss.set_ylabel("loss")
-    ax_grad.set_ylabel(r"$\partial\mathcal{L}/\partial z_0$")
-    suptitle(fig, req.title("minimising CE to the teacher minimises KL(q‖p)"))
+    return _finish_panels(fig, ax_loss, ax_grad, r"student logit $z_0$ (teacher logits $t$ = (1, 0, -1))", "loss",
+                          r"$\partial\mathcal{L}/\partial z_0$", req.title("minimising CE to the teacher minimises KL(q‖p)"))
+
+
+def _finish_panels(fig, ax_loss, ax_grad, xlabel: str, loss_label: str, grad_label: str, title: str, legend: bool = True):
+    """Axis labels, legends and the title of a loss panel beside a gradient panel."""
+    for ax in (ax_loss, ax_grad):
+        ax.set_xlabel(xlabel)
+        if legend:
+            ax.legend(loc="best")
+    ax_loss.set_ylabel(loss_label)
+    ax_grad.set_ylabel(grad_label)
+    suptitle(fig, title)
     return fig
 
 
@@ -433,13 +434,8 @@ def logexp(req: PlotRequest):
     _plot_curve(ax_loss, xs, pair.loss(xs), r"$-\log\sigma(r_c - r_r - m)$ (PairWise)", "loss:pairwise", COLORS[1], linestyle="--")
     _plot_curve(ax_grad, xs, curve.grad(xs), "LogExp", "grad:logexp", COLORS[0])
     _plot_curve(ax_grad, xs, pair.grad(xs), "PairWise", "grad:pairwise", COLORS[1], linestyle="--")
-    for ax in axes[0]:
-        ax.set_xlabel(r"reward gap $\Delta = r_c - r_r$")
-        ax.legend(loc="best")
-    ax_loss.set_ylabel("loss")
-    ax_grad.set_ylabel(r"$\partial\ell/\partial r_c$")
-    suptitle(fig, req.title("the same function in math (curves coincide)"))
-    return fig
+    return _finish_panels(fig, ax_loss, ax_grad, r"reward gap $\Delta = r_c - r_r$", "loss", r"$\partial\ell/\partial r_c$",
+                          req.title("the same function in math (curves coincide)"))
 
 
 def _pairwise_card():
