@@ -237,11 +237,34 @@ def _demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="lossviz", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = _Parser(
+        prog="lossviz",
+        description="Derive, verify, plot and use the loss functions of LLM post-training "
+        "(SFT, KD, DPO/cDPO/IPO, KTO, PPO, reward models, PRM).",
+        epilog="Start with `lossviz list`; every command has --help.",
+    )
     from . import __version__
 
     parser.add_argument("--version", action="version", version=f"lossviz {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    listing = sub.add_parser("list", help="the loss entries: names, families, parameters with defaults, cases")
+    listing.set_defaults(run=_list)
+
+    derive = sub.add_parser(
+        "derive",
+        add_help=False,
+        help="the symbolic loss, gradient and lesson facts of one entry",
+        description="Derive one loss entry with sympy. Parameters are given as flags named after them "
+        "(--beta 0.1, --label-smoothing 0.2; `lossviz derive NAME --help` lists an entry's flags). "
+        "Real parameters that are not given stay symbolic, so the facts come out as formulas; "
+        "--defaults gives them their default values instead. Case parameters (--arm, --labels, --label) "
+        "take their default when not given.",
+    )
+    derive.add_argument("name", nargs="?", help="a loss entry (see `lossviz list`); aliases and class names work")
+    derive.add_argument("-h", "--help", action="store_true", help="show this help (with NAME: also that entry's flags)")
+    derive.add_argument("--format", choices=("text", "latex", "json"), default="text", help="output format (default: text)")
+    derive.add_argument("--defaults", action="store_true", help="give parameters that were not set their default value")
+    derive.set_defaults(run=_derive, takes_card_params=True, parser=derive)
     verify = sub.add_parser(
         "verify",
         help="check that the production classes have the card's gradient (autograd, finite differences, gradcheck)",
@@ -292,25 +315,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="compute every production loss on a small example batch and print it")
     demo.set_defaults(run=_demo)
-
-    listing = sub.add_parser("list", help="the loss entries: names, families, parameters with defaults, cases")
-    listing.set_defaults(run=_list)
-
-    derive = sub.add_parser(
-        "derive",
-        add_help=False,
-        help="the symbolic loss, gradient and lesson facts of one entry",
-        description="Derive one loss entry with sympy. Parameters are given as flags named after them "
-        "(--beta 0.1, --label-smoothing 0.2; `lossviz derive NAME --help` lists an entry's flags). "
-        "Real parameters that are not given stay symbolic, so the facts come out as formulas; "
-        "--defaults gives them their default values instead. Case parameters (--arm, --labels, --label) "
-        "take their default when not given.",
-    )
-    derive.add_argument("name", nargs="?", help="a loss entry (see `lossviz list`); aliases and class names work")
-    derive.add_argument("-h", "--help", action="store_true", help="show this help (with NAME: also that entry's flags)")
-    derive.add_argument("--format", choices=("text", "latex", "json"), default="text", help="output format (default: text)")
-    derive.add_argument("--defaults", action="store_true", help="give parameters that were not set their default value")
-    derive.set_defaults(run=_derive, takes_card_params=True, parser=derive)
     return parser
 
 
