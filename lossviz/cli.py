@@ -16,28 +16,31 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def parse_card_params(card, tokens: Sequence[str]) -> dict:
-    """``--beta 0.1 --label-smoothing=0.2`` -> ``{"beta": "0.1", "label_smoothing": "0.2"}`` for ``card``.
+def parse_card_params(owner: str, params, tokens: Sequence[str]) -> dict:
+    """``--beta 0.1 --label-smoothing=0.2`` -> ``{"beta": "0.1", "label_smoothing": "0.2"}``.
 
-    Values are validated later by the card (range and type); here only the flags are checked.
+    ``params`` are the accepted ``Param`` objects (of one card, or of several for compare) and
+    ``owner`` names them in messages. Values are validated later by the card (range and type);
+    here only the flags are checked.
     """
     from .registry import closest_first
 
-    flags = {p.flag: p.name for p in card.params}
+    by_flag = {p.flag: p for p in params}
+    flags = {flag: p.name for flag, p in by_flag.items()}
     given, i = {}, 0
     while i < len(tokens):
         token = tokens[i]
         flag, _, inline = token.partition("=")
         if flag not in flags:
             valid = ", ".join(closest_first(flag, sorted(flags))) or "(this loss has no parameters)"
-            raise UsageError(f"{card.name} has no parameter {flag}; valid: {valid}")
+            raise UsageError(f"{owner} has no parameter {flag}; valid: {valid}")
         if inline:
             value = inline
         elif i + 1 < len(tokens):
             i += 1
             value = tokens[i]
         else:
-            raise UsageError(f"{flag} needs a value in {card.param(flags[flag]).range_text()}")
+            raise UsageError(f"{flag} needs a value in {by_flag[flag].range_text()}")
         given[flags[flag]] = value
         i += 1
     return given
@@ -63,13 +66,10 @@ def _derive(args) -> int:
     from .render import as_json, as_latex, as_text
 
     if args.help or not args.name:
-        print(args.parser.format_help())
-        if args.name:
-            print(_card_help(_get_or_usage(args.name)))
-        return 0 if args.help else 2
+        return _entry_help(args)
     try:
         card = get(args.name)
-        given = parse_card_params(card, args.params)
+        given = parse_card_params(card.name, card.params, args.params)
         from .cards.base import Derivation
 
         derivation = Derivation(card, card.resolve(given, symbolic=not args.defaults))
@@ -82,11 +82,16 @@ def _derive(args) -> int:
 
 def _plot_entry(args) -> int:
     if args.help or not args.name:
-        print(args.parser.format_help())
-        if args.name:
-            print(_card_help(_get_or_usage(args.name)))
-        return 0 if args.help else 2
+        return _entry_help(args)
     return _plot(args)
+
+
+def _entry_help(args) -> int:
+    """`lossviz derive|plot [NAME] --help`: the command's help, then the entry's own flags; no NAME is exit 2."""
+    print(args.parser.format_help())
+    if args.name:
+        print(_card_help(_get_or_usage(args.name)))
+    return 0 if args.help else 2
 
 
 def _get_or_usage(name):
@@ -174,7 +179,7 @@ def _plot(args) -> int:
 
     try:
         card = get(args.name)
-        given = parse_card_params(card, args.params)
+        given = parse_card_params(card.name, card.params, args.params)
         from .plots import FIGURES, request, resolve_output, styled
 
         req = request(card.name, _parse_sweep(args.sweep), args.x_range, **given)
@@ -192,13 +197,8 @@ def _compare(args) -> int:
 
     try:
         cards = [get(n) for n in args.names]
-        flags = {}
-        for card in cards:
-            for prm in card.params:
-                flags.setdefault(prm.flag, prm)
-        holder = type("Union", (), {"name": "these entries", "params": tuple(flags.values()),
-                                     "param": lambda self, n: next(p for p in flags.values() if p.name == n)})()
-        given = parse_card_params(holder, args.params)
+        union = {prm.flag: prm for card in reversed(cards) for prm in card.params}  # the first entry's Param wins
+        given = parse_card_params("these entries", union.values(), args.params)
         from .plots import compare_figure, resolve_output
 
         resolve_output(args.out, args.format, "check")

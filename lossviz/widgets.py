@@ -207,7 +207,6 @@ class Explorer:
     def _case_changed(self, change):
         self.cases = {name: box.value for name, box in self.dropdowns.items()}
         self._lower()
-        self.marker_lines = []
         self._build_figure()
         self.redraw()
 

@@ -15,7 +15,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import sympy as sp
 
-from ..symbolic import LogSumExp, elementary, lower, stabilize
+from ..symbolic import LogSumExp, elementary, lower
 
 
 class CardError(ValueError):
@@ -297,9 +297,6 @@ class Derivation:
 
     def evaluate(self, values: Mapping[str, float], expr_key: str = "loss", backend: str = "numpy"):
         return self.function(expr_key, backend)(*[values[a] for a in self._numeric_args()])
-
-    def stable(self, expr: sp.Expr) -> sp.Expr:
-        return stabilize(expr)
 
 
 class _Lazy(Mapping):

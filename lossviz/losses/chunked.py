@@ -65,7 +65,8 @@ def _ce_chunk(z: torch.Tensor, y: torch.Tensor, keep: torch.Tensor, denom: torch
     picked = z.gather(1, safe_y.unsqueeze(1)).squeeze(1)
     nll = torch.where(keep, lse - picked, 0.0).sum()
     if out is not None:
-        grad = _into(out, z.dtype, lambda o: torch.sub(z, lse.unsqueeze(1), out=o))
+        # straight into out when the dtypes agree (no temporary); half inputs get a float32 temporary
+        grad = torch.sub(z, lse.unsqueeze(1), out=out if out.dtype == z.dtype else None)
         grad.exp_()  # softmax p, computed in place
         grad.scatter_add_(1, safe_y.unsqueeze(1), torch.full_like(picked, -1.0).unsqueeze(1))  # p - onehot
         grad.mul_((keep.to(grad.dtype) / denom).unsqueeze(1))  # ignored rows get zero
@@ -93,11 +94,6 @@ def _kd_chunk(z, t, keep, denom, out_z: Optional[torch.Tensor], out_t: Optional[
         grad = q.mul_(logp.neg_().add_(x.unsqueeze(1))).mul_(scale)  # q (x - log p f) / N, in place
         _copy_back(out_t, grad)
     return total
-
-
-def _into(out: torch.Tensor, dtype, compute):
-    """Run ``compute(o)`` straight into ``out`` when the dtypes agree (no temporary), else into a new tensor."""
-    return compute(out) if out.dtype == dtype else compute(None)
 
 
 def _copy_back(out: torch.Tensor, grad: torch.Tensor) -> None:

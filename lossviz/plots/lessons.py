@@ -283,12 +283,9 @@ def kto(req: PlotRequest):
     _plot_curve(ax_grad, xs, dpo_like, r"DPO-style $-\beta\sigma(-\beta(\Delta - z))$: no saturation on the left", "grad:dpo-comparison", "0.5", linestyle="--")
     for ax in axes[0]:
         vline(ax, REFERENCE_POINT, f"reference point z = {REFERENCE_POINT:g}", "marker:reference_point")
-        ax.set_xlabel(r"log-ratio $\Delta = \pi - \pi_{ref}$")
-        ax.legend(loc="best")
-    ax_loss.set_ylabel("loss")
-    ax_grad.set_ylabel(r"$\partial\ell/\partial\Delta$ (bell-shaped)")
-    ax_grad.legend(loc="lower right")
-    suptitle(fig, req.title(f"reference point z = max(0, mean KL) = {REFERENCE_POINT:g}, detached"))
+    _finish_panels(fig, ax_loss, ax_grad, r"log-ratio $\Delta = \pi - \pi_{ref}$", "loss", r"$\partial\ell/\partial\Delta$ (bell-shaped)",
+                   req.title(f"reference point z = max(0, mean KL) = {REFERENCE_POINT:g}, detached"))
+    ax_grad.legend(loc="lower right")  # the curves fill the top of the gradient panel
     return fig
 
 
@@ -462,12 +459,8 @@ def logexp_overflow(req: PlotRequest):
     overflow = float(-np.log(np.finfo(np.float32).max))
     for ax in axes[0]:
         vline(ax, overflow, f"exp(-Δ) overflows float32 at Δ = {overflow:.1f}", "marker:overflow")
-        ax.set_xlabel(r"reward gap $\Delta = r_c - r_r$")
-        ax.legend(loc="best")
-    ax_loss.set_ylabel("loss (naive: inf left of the line)")
-    ax_grad.set_ylabel(r"$\partial\ell/\partial r_c$")
-    suptitle(fig, "LogExp loss in float32: naive form vs stable form")
-    return fig
+    return _finish_panels(fig, ax_loss, ax_grad, r"reward gap $\Delta = r_c - r_r$", "loss (naive: inf left of the line)",
+                          r"$\partial\ell/\partial r_c$", "LogExp loss in float32: naive form vs stable form")
 
 
 # ----------------------------------------------------------------------------- PRM
