@@ -15,6 +15,7 @@ Memory: on CUDA, ``torch.cuda.max_memory_allocated``. On CPU, the process's peak
     python benchmarks/bench_losses.py                    # CPU, float32, tokens {1024, 4096} x vocab {32000, 128000}
     python benchmarks/bench_losses.py --device cuda --dtype bfloat16
     python benchmarks/bench_losses.py --smoke            # tiny sizes (the test suite runs this)
+    python benchmarks/bench_losses.py --tokens --only PolicyLoss   # one small loss alone
 """
 
 from __future__ import annotations
@@ -282,6 +283,7 @@ def main(argv=None):
     parser.add_argument("--chunk", type=int, default=256, help="tokens per chunk (default 256, as the library)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, one repeat (a check that the script runs)")
+    parser.add_argument("--only", metavar="NAME", help="run only the losses whose row name starts with NAME (e.g. PolicyLoss)")
     args = parser.parse_args(argv)
     if any(t < 8 for t in args.tokens):
         parser.error("--tokens: each count must be at least 8 (4 sequences of at least 2 tokens)")
@@ -313,10 +315,12 @@ def main(argv=None):
                 continue
             gen = torch.Generator().manual_seed(0)
             for name, impls in vocabulary_cases(tokens, vocab, args.hidden, dtype, args.device, args.chunk, gen):
-                failures += report(name, tokens, vocab, impls, args, tolerance)
+                if not args.only or name.startswith(args.only):
+                    failures += report(name, tokens, vocab, impls, args, tolerance)
     gen = torch.Generator().manual_seed(1)
     for name, impls in scalar_cases(dtype, args.device, gen):
-        failures += report(name, "", "", impls, args, tolerance, repeat=200 if not args.smoke else 1)
+        if not args.only or name.startswith(args.only):
+            failures += report(name, "", "", impls, args, tolerance, repeat=200 if not args.smoke else 1)
     print(f"gradient checks: {'all agree' if not failures else f'{failures} disagree'}")
     return 1 if failures else 0
 

@@ -1,6 +1,7 @@
 """Speed of `lossviz verify --all` (float64, CPU), and where the time goes.
 
-Target (issue #4, this 2-core machine): under 20 s for all entries in float64. The floor is a
+Target: under 20 s for all entries in float64 on a 2-core CPU, each entry at its defaults and
+at the parameter sets drawn from the seed (``lossviz.verification.SAMPLES``). The floor is a
 process that only imports torch and sympy, measured in the same run.
 
     python benchmarks/bench_verify.py [--repeat 3] [--device cpu]

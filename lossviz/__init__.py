@@ -11,7 +11,7 @@ needs them is first used (``lossviz.losses`` needs torch alone)::
 
 __version__ = "0.1.0"
 
-__all__ = ["derive", "verify", "explore", "get_card", "names", "__version__"]
+__all__ = ["derive", "verify", "explore", "get_card", "names", "simulate", "explore_dynamics", "__version__"]
 
 
 def __getattr__(name):
@@ -32,4 +32,8 @@ def __getattr__(name):
         from .registry import get
 
         return get
+    if name in ("simulate", "explore_dynamics"):  # training dynamics: torch loads when a simulation runs
+        from . import dynamics
+
+        return getattr(dynamics, name)
     raise AttributeError(f"module 'lossviz' has no attribute {name!r}")

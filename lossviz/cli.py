@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 from typing import Optional, Sequence
+
+from .errors import cli_spelling
+
+# what argparse takes for a negative number (a value, not a flag); its own pattern misses -1e6 and -inf
+_NEGATIVE_NUMBER = re.compile(r"^-((\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|inf|infinity|nan)$", re.IGNORECASE)
 
 
 class UsageError(Exception):
@@ -12,38 +19,110 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = _NEGATIVE_NUMBER  # --x-range -1e6 1e6 reads -1e6 as a value
+
     def error(self, message):  # argparse would print usage and exit; we want one line and status 2
         raise UsageError(message)
 
 
-def parse_card_params(owner: str, params, tokens: Sequence[str]) -> dict:
+class _Once(argparse.Action):
+    """An option that may be given once: a second --sweep or --out is refused, not silently dropped."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if getattr(namespace, self.dest, None) is not None:
+            shown = " ".join(f"{v:g}" for v in values) if isinstance(values, list) else values
+            hint = " (one figure sweeps one parameter; draw one figure per value of the other)" if self.dest == "sweep" else ""
+            raise UsageError(f"{option_string} given twice (the second is {shown}){hint}")
+        setattr(namespace, self.dest, values)
+
+
+def _seed(text: str) -> int:
+    try:
+        seed = int(text)
+    except ValueError:
+        seed = -1
+    if not 0 <= seed < 2**63:
+        raise argparse.ArgumentTypeError(f"must be a whole number in [0, 2^63); got {text!r}")
+    return seed
+
+
+def _finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number; got {text!r}")
+    return value
+
+
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
+
+
+def parse_card_params(owner: str, params, tokens: Sequence[str], command: str = "", names: Sequence[str] = ()) -> dict:
     """``--beta 0.1 --label-smoothing=0.2`` -> ``{"beta": "0.1", "label_smoothing": "0.2"}``.
 
     ``params`` are the accepted ``Param`` objects (of one card, or of several for compare) and
-    ``owner`` names them in messages. Values are validated later by the card (range and type);
-    here only the flags are checked.
+    ``owner`` names them in messages; ``command`` and ``names`` (the entries already given) word
+    the message for a stray name. Values are validated later by the card (range and type); here
+    only the flags are checked. A value may be negative (``--margin -1``).
     """
     from .registry import closest_first
 
     by_flag = {p.flag: p for p in params}
-    flags = {flag: p.name for flag, p in by_flag.items()}
     given, i = {}, 0
     while i < len(tokens):
         token = tokens[i]
-        flag, _, inline = token.partition("=")
-        if flag not in flags:
-            valid = ", ".join(closest_first(flag, sorted(flags))) or "(this loss has no parameters)"
-            raise UsageError(f"{owner} has no parameter {flag}; valid: {valid}")
-        if inline:
+        if not token.startswith("-") or _is_number(token):
+            raise UsageError(_stray_message(tokens[i:], command, names))
+        flag, has_value, inline = token.partition("=")
+        prm = by_flag.get(flag)
+        if prm is None:
+            if not by_flag:
+                raise UsageError(f"{owner} takes no parameters; got {flag}")
+            raise UsageError(f"{owner} has no parameter {flag}; valid: {', '.join(closest_first(flag, sorted(by_flag)))}")
+        if prm.name in given:
+            raise UsageError(f"{flag} given twice ({given[prm.name]} and then {inline if has_value else ' '.join(tokens[i + 1:i + 2])})")
+        if has_value:
             value = inline
         elif i + 1 < len(tokens):
             i += 1
             value = tokens[i]
         else:
-            raise UsageError(f"{flag} needs a value in {by_flag[flag].range_text()}")
-        given[flags[flag]] = value
+            raise UsageError(f"{flag} needs a value in {prm.range_text()}")
+        given[prm.name] = value
         i += 1
     return given
+
+
+def _stray_message(rest: Sequence[str], command: str, names: Sequence[str]) -> str:
+    """The line for a word where a parameter flag was expected: usually a second entry name."""
+    from .cards.base import CardError
+    from .registry import get
+
+    words = []
+    for token in rest:
+        if token.startswith("-") and not _is_number(token):
+            break
+        words.append(token)
+    try:
+        for word in words:
+            get(word)
+    except CardError:
+        return f"unexpected argument {words[0]!r}: parameters are flags with a value, e.g. --beta 0.1"
+    both = " ".join([*names, *words])
+    if command == "plot":
+        return f"plot draws one entry; to put {both} on one axis use `lossviz compare {both}`"
+    if command == "derive":
+        return f"derive takes one entry; got {both} (run `lossviz derive NAME` once per entry)"
+    return f"give every entry name before the parameter flags; got {' '.join(words)} after them"
 
 
 def _card_help(card) -> str:
@@ -69,7 +148,7 @@ def _derive(args) -> int:
         return _entry_help(args)
     try:
         card = get(args.name)
-        given = parse_card_params(card.name, card.params, args.params)
+        given = parse_card_params(card.name, card.params, args.params, "derive", [args.name])
         from .cards.base import Derivation
 
         derivation = Derivation(card, card.resolve(given, symbolic=not args.defaults))
@@ -124,27 +203,58 @@ def _verify(args) -> int:
     return 0 if report.ok else 1
 
 
-def _default_stem(req) -> str:
-    """``dpo_beta-0.1`` or ``cdpo_beta-0.1_label_smoothing-0-0.1-0.3``: the entry and its parameters."""
-    import re
+def _name_part(value) -> str:
+    """A value as it appears in a file name: the shortest text that reads back as the same number
+    (0.1, 1e-06, 1000000, -1), so two different values never share a name."""
+    if isinstance(value, float):
+        text = repr(value)
+        return (text[:-2] if text.endswith(".0") else text).replace("e+", "e")
+    return str(value)
 
+
+def _stem(parts) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", "_".join(parts))
+
+
+def _range_part(x_range) -> list:
+    return [] if x_range is None else [f"x-range-{_name_part(float(x_range[0]))}-{_name_part(float(x_range[1]))}"]
+
+
+def _default_stem(req) -> str:
+    """``dpo_beta-0.1`` or ``cdpo_beta-0.1_label_smoothing-0-0.1-0.3``: the entry, every parameter
+    (swept ones with all their values) and the axis range when one was given."""
     parts = [req.card.name]
     for prm in req.card.params:
         values = [p[prm.name] for p in req.param_sets]
         if values[0] is None:
             continue
-        shown = "-".join(f"{v:g}" if isinstance(v, float) else str(v) for v in (values if prm.name == req.sweep else values[:1]))
+        shown = "-".join(_name_part(v) for v in (values if prm.name == req.sweep else values[:1]))
         parts.append(f"{prm.name}-{shown}")
-    return re.sub(r"[^A-Za-z0-9._-]", "_", "_".join(parts))
+    return _stem(parts + _range_part(req.x_range))
+
+
+def _compare_stem(names, what, given, x_range) -> str:
+    """``compare_dpo_ipo_grad_beta-0.5_x-range--5-5``: everything that changes the figure."""
+    parts = ["compare", *names, what]
+    for key in sorted(given):
+        value = given[key]
+        parts.append(f"{key}-{_name_part(float(value)) if _is_number(value) else value}")
+    return _stem(parts + _range_part(x_range))
 
 
 def _parse_sweep(text):
+    """``beta=0.1,0.3`` -> ``("beta", ["0.1", "0.3"])``: no empty items, at least two."""
     if text is None:
         return None
     key, sep, values = text.partition("=")
-    if not sep or not key or not values:
+    if not sep or not key.strip() or not values.strip():
         raise UsageError(f"--sweep must look like PARAM=v1,v2,...; got {text!r}")
-    return key.strip(), [v.strip() for v in values.split(",") if v.strip()]
+    items = [v.strip() for v in values.split(",")]
+    if "" in items:
+        raise UsageError(f"--sweep has an empty value in {values!r}: give PARAM=v1,v2,... with no empty items")
+    if len(items) < 2:  # one value is no sweep, and its file name would be the plain request's
+        raise UsageError(f"--sweep needs at least two values; for one value give --{key.strip().replace('_', '-')} {items[0]}")
+    return key.strip(), items  # repeated values and more than len(COLORS) are refused by plots.request
 
 
 def _save(args, fig, stem) -> int:
@@ -179,7 +289,7 @@ def _plot(args) -> int:
 
     try:
         card = get(args.name)
-        given = parse_card_params(card.name, card.params, args.params)
+        given = parse_card_params(card.name, card.params, args.params, "plot", [args.name])
         from .plots import FIGURES, request, resolve_output, styled
 
         req = request(card.name, _parse_sweep(args.sweep), args.x_range, **given)
@@ -198,12 +308,12 @@ def _compare(args) -> int:
     try:
         cards = [get(n) for n in args.names]
         union = {prm.flag: prm for card in reversed(cards) for prm in card.params}  # the first entry's Param wins
-        given = parse_card_params("these entries", union.values(), args.params)
+        given = parse_card_params("these entries", union.values(), args.params, "compare", args.names)
         from .plots import compare_figure, resolve_output
 
         resolve_output(args.out, args.format, "check")
         fig = compare_figure([c.name for c in cards], args.what, args.x_range, **given)
-        return _save(args, fig, "compare_" + "_".join(c.name for c in cards) + f"_{args.what}")
+        return _save(args, fig, _compare_stem([c.name for c in cards], args.what, given, args.x_range))
     except _plot_errors() as exc:
         raise UsageError(str(exc)) from None
 
@@ -221,12 +331,13 @@ def _gallery(args) -> int:
 
 
 def _add_output_options(p, default_dpi=150):
-    p.add_argument("--out", help="output file; the format comes from its suffix unless --format says otherwise "
+    p.add_argument("--out", action=_Once, help="output file; the format comes from its suffix unless --format says otherwise "
                    "(default: a file in the current directory named after the entry and its parameters)")
     p.add_argument("--format", choices=("png", "svg", "pdf"), help="png, svg or pdf")
     p.add_argument("--dpi", type=int, default=default_dpi, help=f"resolution of raster output (default {default_dpi})")
-    p.add_argument("--x-range", nargs=2, type=float, metavar=("LO", "HI"), help="the axis range")
-    p.add_argument("--force", action="store_true", help="replace an existing file that lossviz did not write")
+    p.add_argument("--x-range", nargs=2, type=_finite, action=_Once, metavar=("LO", "HI"), help="the axis range (negative values as they are: --x-range -1e6 1e6)")
+    p.add_argument("--force", action="store_true", help="replace an existing regular file that lossviz did not write "
+                   "(never a directory, device, fifo or symbolic link)")
 
 
 def _demo(args) -> int:
@@ -277,9 +388,11 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--all", action="store_true", help="verify every entry")
     verify.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto: CUDA when available (default)")
     verify.add_argument("--dtype", default="float64", choices=("float64", "float32", "bfloat16"), help="dtype of the production run (default float64)")
-    verify.add_argument("--seed", type=int, default=0, help="seed of the random batches (default 0)")
+    verify.add_argument("--seed", type=_seed, default=0, help="seed of the random batches, a whole number >= 0 (default 0)")
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
     verify.set_defaults(run=_verify)
+
+    from .plots.core import COLORS
 
     plot = sub.add_parser(
         "plot",
@@ -290,7 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     plot.add_argument("name", nargs="?", help="a loss entry (see `lossviz list`)")
     plot.add_argument("-h", "--help", action="store_true", help="show this help (with NAME: also that entry's flags)")
-    plot.add_argument("--sweep", metavar="PARAM=v1,v2,...", help="overlay one curve per value of a parameter")
+    plot.add_argument("--sweep", action=_Once, metavar="PARAM=v1,v2,...",
+                      help=f"overlay one curve per value of one parameter (2 to {len(COLORS)} distinct values, one colour each)")
     plot.add_argument("--no-cache", action="store_true", help="build the figure anew instead of reusing a cached build "
                       "(also: LOSSVIZ_NO_CACHE=1; the cache lives in $LOSSVIZ_CACHE_DIR or ~/.cache/lossviz)")
     _add_output_options(plot)
@@ -315,10 +429,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="compute every production loss on a small example batch and print it")
     demo.set_defaults(run=_demo)
+    from .dynamics.cli import add_parser as add_simulate_parser  # light: torch loads when a simulation runs
+
+    add_simulate_parser(sub)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    try:
+        with cli_spelling():  # error messages name --flags, not Python argument names
+            code = _main(argv)
+        sys.stdout.flush()  # a closed pipe shows up here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        # `lossviz list | head -1`: the reader has gone; stop quietly, like other Unix tools
+        _stdout_to_devnull()
+        return 141  # 128 + SIGPIPE, the status a shell reports for such a writer
+
+
+def _stdout_to_devnull() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot raise again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # stdout is not a file (captured in tests)
+        pass
+
+
+def _main(argv: Optional[Sequence[str]]) -> int:
     parser = build_parser()
     try:
         args, extra = parser.parse_known_args(argv)

@@ -50,6 +50,8 @@ def _normalise(name: str) -> str:
 
 def closest_first(word: str, choices: Sequence[str]) -> List[str]:
     """``choices`` with the closest matches to ``word`` first, then the rest in order."""
+    if not choices:  # difflib refuses n=0
+        return []
     close = difflib.get_close_matches(word, choices, n=len(choices), cutoff=0.4)
     return close + [c for c in choices if c not in close]
 

@@ -32,11 +32,21 @@ def as_dict(d: Derivation) -> dict:
         "variables": list(d.variables),
         "loss": d.plain(d.loss),
         "gradient": {v: d.plain(g) for v, g in d.gradient.items()},
+        # inputs whose gradient trains nothing: detached in the loss, or constants of the trainer
+        "detached": [v for v in d.variables if v in d.card.detached],
+        "constants": [v for v in d.variables if v in d.card.constants and v not in d.card.detached],
+        "gradient_notes": _notes(d),
         "latex": {"loss": d.loss_latex, "gradient": d.gradient_latex},
         "facts": {f.name: {"value": d.plain(f.value), "latex": d.latex(f.value), "doc": f.doc} for f in d.facts},
         "production": production_call(d),
         "lesson": d.card.lesson,
     }
+
+
+def _notes(d: Derivation) -> dict:
+    """``{variable: why no gradient trains it}`` for the variables that have such a note."""
+    notes = {v: d.card.gradient_note(v) for v in d.variables}
+    return {v: note for v, note in notes.items() if note}
 
 
 def as_json(d: Derivation) -> str:
@@ -47,7 +57,11 @@ def as_text(d: Derivation) -> str:
     lines = [f"{d.name}: {d.card.title}", f"lesson: {d.card.lesson}", f"production: {production_call(d)}"]
     params = ", ".join(f"{k}={'(symbolic)' if isinstance(v, sp.Symbol) else v}" for k, v in d.params.items())
     lines += [f"parameters: {params or '(none)'}", f"variables: {', '.join(d.variables)}", "", "loss:", f"  {sp.sstr(d.loss)}", "", "gradient:"]
-    lines += [f"  d/d{v} = {sp.sstr(g)}" for v, g in d.gradient.items()]
+    notes = _notes(d)
+    for v, g in d.gradient.items():
+        lines.append(f"  d/d{v} = {sp.sstr(g)}")
+        if v in notes:
+            lines.append(f"      {notes[v]}")
     if d.facts:
         lines += ["", "facts (computed by sympy):"]
         for f in d.facts:
@@ -57,8 +71,10 @@ def as_text(d: Derivation) -> str:
 
 def as_latex(d: Derivation) -> str:
     lines = [f"% {d.name}: {d.card.title}", r"\begin{aligned}", rf"\mathcal{{L}} &= {d.loss_latex} \\"]
+    notes = _notes(d)
     for v, g in d.gradient_latex.items():
-        lines.append(rf"\frac{{\partial \mathcal{{L}}}}{{\partial {d.card.variable_latex.get(v, v)}}} &= {g} \\")
+        note = rf" && \text{{{notes[v]}}}" if v in notes else ""
+        lines.append(rf"\frac{{\partial \mathcal{{L}}}}{{\partial {d.card.variable_latex.get(v, v)}}} &= {g}{note} \\")
     lines.append(r"\end{aligned}")
     for f in d.facts:
         lines.append(f"% {f.name}: {f.doc}")

@@ -86,6 +86,18 @@ def make_cases(seed: int = 0, dtype=torch.float64, scale: float = 1.0) -> List[C
     add(Case("vanilla-kto", L.VanillaKTOLoss(0.2), [real(3, s=5), real(4, s=5), real(3, s=5), real(4, s=5)],
              lambda *a: ref.vanilla_kto(0.2, *a)))
 
+    def shifted(policy, reference, mean):
+        """policy log-probs moved so that the side's mean log-ratio is ``mean`` (a positive reference point)."""
+        with torch.no_grad():
+            policy += mean * scale - (policy - reference).mean()
+        return policy
+
+    # positive reference points: gradients flow through the other side's (not detached) mean
+    for tag, mean_c, mean_r in [("vanilla-kto-both-positive", 1.5, 2.0), ("vanilla-kto-chosen-positive", 1.5, -2.0)]:
+        rc, rr = real(3, s=5).detach(), real(4, s=5).detach()
+        pc, pr = shifted(real(3, s=5), rc, mean_c), shifted(real(4, s=5), rr, mean_r)
+        add(Case(tag, L.VanillaKTOLoss(0.2), [pc, pr, rc.requires_grad_(), rr.requires_grad_()], lambda *a: ref.vanilla_kto(0.2, *a)))
+
     policy_variants = [
         ("policy", dict(clip_eps=0.2), (0.2, 0.2, None, False), True),
         ("policy-nomask", dict(clip_eps=0.2), (0.2, 0.2, None, False), False),

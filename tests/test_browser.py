@@ -1,9 +1,16 @@
 """A real browser: JupyterLab on loopback, Debian's chromium driven by Playwright.
 
-Opens 02_dpo_cdpo_ipo, runs all cells, moves the explorer's beta slider, and checks that the
-readout and the plot changed. Everything runs in a temporary copy (notebooks, settings,
-workspaces), so nothing is autosaved into the repository. Skipped, with the reason, where
-chromium or Playwright is missing.
+Every notebook in notebooks/ (found when the tests run) is opened and run top to bottom. Then,
+for every explorer it shows (a widget output with an image and a slider):
+
+- the image is drawn at its natural size (±2 px), at a 1280 px wide window and at 1920 px;
+- the facts of a lossviz explorer are visible (inside the page, below the image, not cut off);
+- moving the first slider with the keyboard changes the image's pixels.
+
+No cell may end in an error. Screenshots of every explorer and of each whole notebook go to a
+temporary folder whose path is printed (``pytest -s`` shows it). Everything runs in a temporary
+copy of the notebooks with its own settings, so nothing is autosaved into the repository.
+Skipped, with the reason, where chromium or Playwright is missing.
 """
 
 import json
@@ -21,6 +28,7 @@ import pytest
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+WIDTHS = (1280, 1920)
 
 try:
     from playwright.sync_api import sync_playwright
@@ -47,14 +55,25 @@ def _api(base, token, path, method="GET", body=None):
         return json.loads(response.read() or b"null")
 
 
-@pytest.fixture
-def lab(tmp_path):
+def _settings(root: Path):
+    """Lab settings for a test: no news, and every cell kept in the page (no windowing) so every explorer is found."""
+    for plugin, values in {
+        "apputils-extension/notification": {"fetchNews": "false", "checkForUpdates": False},
+        "notebook-extension/tracker": {"windowingMode": "none"},
+    }.items():
+        folder, name = plugin.split("/")
+        path = root / "@jupyterlab" / folder
+        path.mkdir(parents=True, exist_ok=True)
+        (path / f"{name}.jupyterlab-settings").write_text(json.dumps(values))
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
     """A JupyterLab server on 127.0.0.1 with a random token, serving a temporary copy of the notebooks."""
+    tmp_path = tmp_path_factory.mktemp("lab")
     root = tmp_path / "work"
-    shutil.copytree(NOTEBOOKS, root, ignore=shutil.ignore_patterns("*.py", ".ipynb_checkpoints"))
-    settings = tmp_path / "settings" / "@jupyterlab" / "apputils-extension"
-    settings.mkdir(parents=True)
-    (settings / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+    shutil.copytree(NOTEBOOKS, root, ignore=shutil.ignore_patterns("*.py", ".ipynb_checkpoints", "__pycache__"))
+    _settings(tmp_path / "settings")
     port, token = _free_port(), secrets.token_hex(16)
     env = {**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path / "config"), "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
            "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"), "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces")}
@@ -84,9 +103,31 @@ def lab(tmp_path):
             server.kill()
 
 
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+        )
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("browser-screenshots")
+    print(f"\nbrowser screenshots: {folder}")
+    return folder
+
+
 def _wait_connected_idle(base, token, kernel_id, page, timeout=120):
     """The server reports a kernel's state only once a client (the page) is connected: wait for both."""
     deadline = time.time() + timeout
+    kernel = {}
     while time.time() < deadline:
         kernel = _api(base, token, f"/api/kernels/{kernel_id}")
         if kernel.get("connections", 0) >= 1 and kernel.get("execution_state") == "idle":
@@ -95,57 +136,150 @@ def _wait_connected_idle(base, token, kernel_id, page, timeout=120):
     raise RuntimeError(f"the kernel did not become idle with a connected client: {kernel}")
 
 
-def _settled_image(page, locator, timeout=30.0):
-    """The image's src once it has stopped changing for a second."""
-    last, since, deadline = None, time.time(), time.time() + timeout
+ERROR_TEXT = """() => [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')]
+    .map(o => o.innerText).filter(t => /Traceback|Error/.test(t)).join('\\n')"""
+
+
+def _wait_all_run(base, token, kernel_id, page, timeout=300):
+    """Every code cell has an execution count (no '[*]' or '[ ]' prompt) and the kernel has been idle a second."""
+    deadline, idle_since = time.time() + timeout, None
     while time.time() < deadline:
-        src = locator.get_attribute("src")
-        if src != last:
-            last, since = src, time.time()
-        elif time.time() - since > 1.0:
-            return src
-        page.wait_for_timeout(200)
-    return last
+        pending = page.evaluate("""() => [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt')]
+            .filter(p => !/\\[\\d+\\]/.test(p.textContent)).length""")
+        error = page.evaluate(ERROR_TEXT)
+        assert not error, f"a cell ended in an error (Run All stops there):\n{error[-1500:]}"
+        state = _api(base, token, f"/api/kernels/{kernel_id}").get("execution_state")
+        if pending == 0 and state == "idle":
+            idle_since = idle_since or time.time()
+            if time.time() - idle_since > 1.0:
+                return
+        else:
+            idle_since = None
+        page.wait_for_timeout(500)
+    raise RuntimeError(f"the notebook did not finish running in {timeout} s ({pending} cells pending)")
 
 
-def test_beta_slider_changes_readout_and_plot_in_jupyterlab(lab):
+# an explorer: a widget output with an image and a slider (lossviz explorers carry the class lossviz-explorer)
+FIND_EXPLORERS = """() => {
+    const outputs = [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-output')];
+    const found = [];
+    for (const out of outputs) {
+        const groups = out.querySelectorAll('.lossviz-explorer');
+        const roots = groups.length ? [...groups] : (out.querySelector('.jupyter-widgets img') && out.querySelector('.widget-slider') ? [out] : []);
+        for (const root of roots) {
+            root.setAttribute('data-test-explorer', String(found.length));
+            found.push(root.classList.contains('lossviz-explorer') ? 'lossviz' : 'other');
+        }
+    }
+    return found;
+}"""
+
+MEASURE = """root => {
+    const img = root.querySelector('img');
+    const r = img.getBoundingClientRect();
+    const facts = root.querySelector('.lossviz-facts');
+    const panel = root.closest('.jp-Notebook').getBoundingClientRect();
+    const out = {natural: [img.naturalWidth, img.naturalHeight], shown: [r.width, r.height], image: [r.left, r.top, r.right, r.bottom],
+                 panel: [panel.left, panel.right]};
+    if (facts) {
+        const f = facts.getBoundingClientRect();
+        const style = getComputedStyle(facts);
+        out.facts = {box: [f.left, f.top, f.right, f.bottom], visible: style.visibility !== 'hidden' && style.display !== 'none',
+                     text: facts.innerText, scroll: [facts.scrollWidth, facts.clientWidth]};
+    }
+    return out;
+}"""
+
+IMAGE_HASH = """async root => {
+    const img = root.querySelector('img');
+    const bytes = new Uint8Array(await (await fetch(img.src)).arrayBuffer());
+    let h = 2166136261;
+    for (const b of bytes) { h ^= b; h = Math.imul(h, 16777619) >>> 0; }
+    return h + ':' + bytes.length;
+}"""
+
+
+def _check_sizes(m, where):
+    (nw, nh), (w, h) = m["natural"], m["shown"]
+    assert nw > 0 and abs(w - nw) <= 2 and abs(h - nh) <= 2, f"{where}: image shown at {w:.0f}x{h:.0f}, natural {nw}x{nh}"
+    assert m["image"][2] <= m["panel"][1] + 1, f"{where}: the image runs past the notebook's right edge"
+
+
+def _check_facts(m, where):
+    facts = m.get("facts")
+    assert facts is not None and facts["visible"], f"{where}: no visible facts"
+    left, top, right, bottom = facts["box"]
+    assert right - left > 200 and bottom - top > 10 and facts["text"].strip(), f"{where}: facts box {facts['box']}"
+    assert top >= m["image"][3] - 1, f"{where}: the facts overlap the image"
+    assert right <= m["panel"][1] + 1 and facts["scroll"][0] <= facts["scroll"][1] + 2, f"{where}: the facts are cut off"
+
+
+NAMES = sorted(p.name for p in NOTEBOOKS.glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_notebook_explorers_in_jupyterlab(lab, browser, shots, name):
     base, token, root = lab
-    name = "02_dpo_cdpo_ipo.ipynb"
+    before = (NOTEBOOKS / name).read_bytes()
     # the session (and its kernel) exists before the page opens, so the page attaches to it
     session = _api(base, token, "/api/sessions", "POST", {"path": name, "type": "notebook", "name": name, "kernel": {"name": "python3"}})
+    kernel = session["kernel"]["id"]
+    stem = name.removesuffix(".ipynb")
+    page = browser.new_page(viewport={"width": WIDTHS[0], "height": 1000})
+    try:
+        # a workspace of its own, reset: the tabs of the notebook tested before are not restored beside this one
+        page.goto(f"{base}/lab/workspaces/{stem}/tree/{name}?reset&token={token}", wait_until="domcontentloaded")
+        page.wait_for_selector(".jp-Notebook", timeout=60000)
+        _wait_connected_idle(base, token, kernel, page)
+        page.get_by_role("menuitem", name="Run", exact=True).click()
+        page.get_by_text("Run All Cells", exact=True).click()
+        _wait_all_run(base, token, kernel, page)
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-        )
-        try:
-            page = browser.new_page(viewport={"width": 1500, "height": 1100})
-            page.goto(f"{base}/lab/tree/{name}?token={token}", wait_until="domcontentloaded")
-            page.wait_for_selector(".jp-Notebook", timeout=60000)
-            _wait_connected_idle(base, token, session["kernel"]["id"], page)
-            page.get_by_role("menuitem", name="Run", exact=True).click()
-            page.get_by_text("Run All Cells", exact=True).click()
+        kinds = page.evaluate(FIND_EXPLORERS)
+        expects_explorer = "explore(" in before.decode() or "explore_dynamics(" in before.decode()
+        assert kinds or not expects_explorer, f"{name} calls an explorer but none was shown"
+        for k, kind in enumerate(kinds):
+            explorer = page.locator(f"[data-test-explorer='{k}']")
+            explorer.scroll_into_view_if_needed()
+            explorer.locator("img").first.wait_for(timeout=30000)
+            page.wait_for_function("el => el.querySelector('img').naturalWidth > 0", arg=explorer.element_handle(), timeout=30000)
+            where = f"{name} explorer {k}"
+            m = explorer.evaluate(MEASURE)
+            _check_sizes(m, f"{where} at {WIDTHS[0]} px")
+            if kind == "lossviz":
+                _check_facts(m, where)
+            explorer.screenshot(path=str(shots / f"{stem}_explorer{k}_before.png"))
 
-            # the explorer's sliders appear once its cell has run; the dpo explorer comes first
-            slider = page.locator(".widget-slider").filter(has_text="beta").first
-            slider.wait_for(timeout=120000)
-            readout = slider.locator(".widget-readout")
-            image = page.locator(".jupyter-widgets img").first
-            image.wait_for(timeout=60000)
-            before_value, before_image = readout.inner_text(), _settled_image(page, image)
-
-            slider.locator(".noUi-handle, .slider-handle, [role='slider']").first.focus()
-            for _ in range(25):
+            before_hash = explorer.evaluate(IMAGE_HASH)
+            slider = explorer.locator(".widget-slider:not(.mod-disabled)").filter(has=page.locator(".noUi-handle, [role='slider']")).first
+            handle = slider.locator(".noUi-handle, [role='slider']").first
+            readout = slider.locator(".widget-readout").first.inner_text()
+            handle.focus()
+            for _ in range(15):
                 page.keyboard.press("ArrowRight")
-            page.wait_for_timeout(500)
-            after_image = _settled_image(page, image)
-            after_value = readout.inner_text()
-        finally:
-            browser.close()
+            if slider.locator(".widget-readout").first.inner_text() == readout:  # at the top of its range: go the other way
+                for _ in range(30):
+                    page.keyboard.press("ArrowLeft")
+            changed, deadline = False, time.time() + 20
+            while time.time() < deadline and not changed:
+                page.wait_for_timeout(300)
+                changed = explorer.evaluate(IMAGE_HASH) != before_hash
+            assert changed, f"{where}: moving the slider {readout!r} did not change the image"
+            page.wait_for_timeout(600)  # the formula at the new value prints once the slider rests
+            explorer.screenshot(path=str(shots / f"{stem}_explorer{k}_moved.png"))
+            m = explorer.evaluate(MEASURE)
+            _check_sizes(m, f"{where} after the move")
+        page.screenshot(path=str(shots / f"{stem}_page_{WIDTHS[0]}.png"), full_page=False)
 
-    assert float(after_value) > float(before_value), (before_value, after_value)
-    assert after_image and after_image != before_image
+        page.set_viewport_size({"width": WIDTHS[1], "height": 1000})
+        page.wait_for_timeout(500)
+        for k in range(len(kinds)):
+            _check_sizes(page.locator(f"[data-test-explorer='{k}']").evaluate(MEASURE), f"{name} explorer {k} at {WIDTHS[1]} px")
+        if kinds:
+            page.locator("[data-test-explorer='0']").scroll_into_view_if_needed()
+            page.screenshot(path=str(shots / f"{stem}_page_{WIDTHS[1]}.png"), full_page=False)
+    finally:
+        page.close()
+        _api(base, token, f"/api/sessions/{session['id']}", "DELETE")
     # the copy was used, and the repository's notebook was not touched
-    assert json.loads((NOTEBOOKS / name).read_text())["cells"][1].get("outputs") == []
+    assert (NOTEBOOKS / name).read_bytes() == before

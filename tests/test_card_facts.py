@@ -68,7 +68,10 @@ def check_kto(d):
 
 
 def check_vanilla_kto(d):
+    """The sides decouple only where both reference points are clamped to 0; above 0 the loss is σ(-βh)."""
     assert d.fact("mixed_partial").value == 0
+    assert d.fact("mixed_partial_both_positive").value != 0
+    assert d.fact("both_positive_minus_dpo_sigmoid").value == 0
     assert d.fact("dpo_mixed_partial").value != 0
 
 
@@ -76,8 +79,9 @@ def check_ppo_policy(d):
     """PPO paper's clipped objective: no gradient once r leaves [1-ε, 1+ε] on the side A favours."""
     assert d.fact("zero_gradient_ratios_A_positive").value == sp.Interval.open(sp.Rational(6, 5), sp.oo)
     assert d.fact("zero_gradient_ratios_A_negative").value == sp.Interval.open(0, sp.Rational(4, 5))
-    A, r = sp.Symbol("A", positive=True), sp.Symbol("r", positive=True)
+    A, r = sp.Symbol("A", real=True), sp.Symbol("r", positive=True)  # A is the signed advantage in both facts
     assert same(d.fact("gradient_inside_A_positive").value, -A * r)
+    assert same(d.fact("gradient_inside_A_negative").value, -A * r)
 
 
 def check_ppo_value(d):
@@ -203,3 +207,73 @@ def test_value_check_fails_with_min_instead_of_max():
     card = MinValue()
     with pytest.raises(AssertionError):
         check_ppo_value(Derivation(card, card.resolve({"clip_eps": 0.2})))
+
+
+# --- where a card meets production: parameters and defaults that verify at defaults alone would miss ---
+
+
+def test_cdpo_minimum_at_epsilon_zero_is_at_infinity():
+    """ε = 0 is DPO: ∂L/∂h = -βσ(-βh) < 0 everywhere, so there is no finite minimum (h* = ∞)."""
+    d = derive("cdpo", beta=0.5, label_smoothing=0.0)
+    assert d.fact("beta_times_minimum").value == sp.oo
+    assert d.fact("minimum").value == sp.oo
+    # just above 0 the minimum is finite again and far out: β h* = log((1 - ε)/ε)
+    assert float(derive("cdpo", beta=0.5, label_smoothing=1e-6).fact("beta_times_minimum").value) == pytest.approx(
+        __import__("math").log((1 - 1e-6) / 1e-6), rel=1e-12)
+
+
+def test_kto_card_weights_reach_production():
+    """The card's w_D and w_U end up in KTOLoss (desirable and undesirable each on its own side)."""
+    import numpy as np
+
+    card = get("kto")
+    for arm in ("desirable", "undesirable"):
+        p = card.resolve({"desirable_weight": 2.5, "undesirable_weight": 0.4, "arm": arm})
+        ex = card.example(card.sample(np.random.default_rng(0), p), p)
+        assert (ex.module.desirable_weight, ex.module.undesirable_weight) == (2.5, 0.4)
+        d = Derivation(card, p)
+        point = card.sample(np.random.default_rng(1), p)
+        ex = card.example(point, p)
+        assert ex.module(*ex.args)[0].item() == pytest.approx(d.evaluate(point), rel=1e-12)
+
+
+def test_ppo_card_clamp_matches_production():
+    """The card's log-ratio clamp is production's: float64's default (3/4 log finfo.max) and a given log_ratio_max."""
+    import torch
+
+    from lossviz.cards.ppo import FLOAT64_LOG_RATIO_MAX
+    from lossviz.losses import log_ratio_limit
+
+    assert FLOAT64_LOG_RATIO_MAX == log_ratio_limit(torch.float64)
+    card = get("ppo-policy")
+    for given, log_ratios in [({}, (500.0, 540.0, 600.0)), ({"log_ratio_max": 1.0}, (0.5, 1.5)), ({"log_ratio_max": 1.0, "dual_clip": 2.0}, (0.5, 1.5))]:
+        p = card.resolve(given)
+        d = Derivation(card, p)
+        for x in log_ratios:
+            for adv in (-0.5, 0.7):
+                point = {"log_probs": x, "old_log_probs": 0.0, "advantages": adv}
+                ex = card.example(point, p)
+                ex.args[0].requires_grad_()
+                loss = ex.module(*ex.args)
+                (g,) = torch.autograd.grad(loss, [ex.args[0]])
+                assert loss.item() == pytest.approx(float(d.evaluate(point)), rel=1e-12), (given, x, adv)
+                assert g.item() == pytest.approx(float(d.evaluate(point, "log_probs")), rel=1e-12, abs=0), (given, x, adv)
+
+
+def test_prm_card_hard_labels_default_to_the_first_reward_token():
+    """--labels hard without --p means the label '+' (p = 1): the example's label is the first reward id."""
+    import numpy as np
+
+    from lossviz.cards.prm import REWARD_IDS
+
+    card = get("prm")
+    p = card.resolve({"labels": "hard"})
+    assert p["p"] == 1.0
+    point = card.sample(np.random.default_rng(0), p)
+    ex = card.example(point, p)
+    assert ex.args[2].tolist() == [[REWARD_IDS[0]]]
+    d = Derivation(card, p)
+    assert ex.module(*ex.args).item() == pytest.approx(float(d.evaluate(point)), rel=1e-12)
+    diff = point["logits_0"] - point["logits_1"]
+    assert float(d.evaluate(point)) == pytest.approx(__import__("math").log1p(__import__("math").exp(-diff)), rel=1e-12)
+    assert card.resolve({"labels": "hard", "p": 0.0})["p"] == 0.0

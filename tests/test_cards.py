@@ -138,3 +138,18 @@ def test_naive_lowering_would_overflow():
     with np.errstate(over="ignore"):
         assert np.isinf(naive(0.0, 1e4))
     assert d.evaluate({"chosen_reward": 0.0, "reject_reward": 1e4}) == 1e4
+
+
+def test_every_cited_paper_is_in_the_bibliography():
+    """A card's `references` name anchors of docs/references.md; a typo or a missing entry fails here."""
+    import re
+    from pathlib import Path
+
+    from lossviz.registry import cards
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "references.md").read_text()
+    anchors = set(re.findall(r'<a id="([^"]+)"></a>', text))
+    cited = {(c.name, r) for c in cards() for r in c.references}
+    assert cited, "no card cites a paper"
+    missing = sorted((name, r) for name, r in cited if r not in anchors)
+    assert not missing, f"cited but not in docs/references.md: {missing}"

@@ -107,5 +107,5 @@ def test_python_api():
                        "reference_rejected_logps": 0.0}) == pytest.approx(-np.log(1 / (1 + np.exp(-0.1))), rel=1e-15)
     with pytest.raises(ValueError, match="unknown loss"):
         lossviz.derive("nope")
-    with pytest.raises(ValueError, match="--beta must be in"):
+    with pytest.raises(ValueError, match=r"^beta must be in \(0, 100\]; got 0$"):  # the Python argument, not the CLI flag
         lossviz.derive("dpo", beta=0)

@@ -36,6 +36,8 @@ CTOR_CASES = [
     ("dpo smoothing negative", lambda: L.DPOLoss(0.1, -0.1), ValueError, ["label_smoothing"]),
     ("kto beta", lambda: L.KTOLoss(0, 1.0, 1.0, 1, cpu), ValueError, ["beta"]),
     ("kto weight", lambda: L.KTOLoss(0.1, -1.0, 1.0, 1, cpu), ValueError, ["desirable_weight"]),
+    ("kto undesirable weight", lambda: L.KTOLoss(0.1, 1.0, -0.5, 1, cpu), ValueError, ["undesirable_weight", ">= 0", "-0.5"]),
+    ("kto undesirable weight nan", lambda: L.KTOLoss(0.1, 1.0, float("nan"), 1, cpu), ValueError, ["undesirable_weight"]),
     ("kto world size", lambda: L.KTOLoss(0.1, 1.0, 1.0, 0, cpu), ValueError, ["world_size"]),
     ("vanilla kto beta", lambda: L.VanillaKTOLoss(-0.1), ValueError, ["beta"]),
     ("policy clip 0", lambda: L.PolicyLoss(0.0), ValueError, ["clip_eps"]),
@@ -51,6 +53,9 @@ CTOR_CASES = [
     ("prm placeholder", lambda: L.PRMLoss("ки"), TypeError, ["placeholder_token_id"]),
     ("prm reward ids one", lambda: L.PRMLoss(1, [3]), ValueError, ["reward_token_ids"]),
     ("prm reward ids repeated", lambda: L.PRMLoss(1, [3, 3]), ValueError, ["reward_token_ids"]),
+    ("prm reward id -1", lambda: L.PRMLoss(1, [-1, 3]), ValueError, ["reward_token_ids", ">= 0", "-1"]),
+    ("prm reward id not an int", lambda: L.PRMLoss(1, [2.0, 3]), TypeError, ["reward_token_ids"]),
+    ("policy log_ratio_max str", lambda: L.PolicyLoss(0.2, log_ratio_max="20"), TypeError, ["log_ratio_max"]),
 ]
 
 
@@ -73,6 +78,9 @@ FORWARD_CASES = [
     ("kto no KL batch", lambda: L.KTOLoss(0.1, 1, 1, 1, cpu)(f, f, torch.zeros(0), f, f, torch.zeros(0)), ValueError, ["policy_KL_logps"]),
     ("vanilla kto empty", lambda: L.VanillaKTOLoss(0.1)(f, torch.zeros(0), f, torch.zeros(0)), ValueError, ["policy_rejected_logps"]),
     ("policy shapes", lambda: L.PolicyLoss()(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(3, 2)), ValueError, ["advantages"]),
+    ("policy advantages (B, T, 1)", lambda: L.PolicyLoss()(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, 3, 1)), ValueError, ["advantages", "(2, 3)"]),
+    ("policy advantages integer", lambda: L.PolicyLoss()(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, 1, dtype=torch.long)), TypeError, ["advantages"]),
+    ("policy old shapes", lambda: L.PolicyLoss()(torch.zeros(2, 3), torch.zeros(2, 4), torch.zeros(2, 1)), ValueError, ["old_log_probs"]),
     ("policy mask shape", lambda: L.PolicyLoss()(*(torch.zeros(2, 3),) * 3, torch.ones(3)), ValueError, ["action_mask"]),
     ("policy integer", lambda: L.PolicyLoss()(torch.zeros(2, 3, dtype=torch.long), *(torch.zeros(2, 3),) * 2), TypeError, ["log_probs"]),
     ("value shapes", lambda: L.ValueLoss()(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, 4)), ValueError, ["returns"]),

@@ -67,9 +67,10 @@ def test_policy_log_ratio_of_100_is_finite_in_float32():
         loss = L.PolicyLoss(0.2)(lp, torch.zeros(1, 3), torch.full((1, 3), adv))
         (g,) = torch.autograd.grad(loss, [lp])
         assert torch.isfinite(loss) and torch.isfinite(g).all()
-    # at and below the clamp (log-ratio 20) the seed's exact value is kept
-    lp = torch.full((1, 1), 19.0, dtype=torch.float64)
-    assert L.PolicyLoss(0.2)(lp, torch.zeros(1, 1, dtype=torch.float64), -torch.ones(1, 1, dtype=torch.float64)).item() == pytest.approx(math.exp(19), rel=1e-14)
+    # below the float64 clamp (3/4 log(finfo.max) = 532.3) the seed's exact value is kept
+    for x in (19.0, 21.0, 500.0):
+        lp = torch.full((1, 1), x, dtype=torch.float64)
+        assert L.PolicyLoss(0.2)(lp, torch.zeros(1, 1, dtype=torch.float64), -torch.ones(1, 1, dtype=torch.float64)).item() == pytest.approx(math.exp(x), rel=1e-14)
 
 
 @pytest.mark.parametrize("half", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])

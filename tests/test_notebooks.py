@@ -1,13 +1,69 @@
-"""Every notebook runs top to bottom in a fresh kernel, its exercise checks pass, and none is committed with outputs."""
+"""The notebooks: generated from make_notebooks.py, committed without outputs, exercises left blank,
+and every notebook runs top to bottom both as committed and with the solutions filled in.
+
+The exercise convention is documented at the top of notebooks/make_notebooks.py: an answer line
+is exactly ``answer_N = ...  # comment`` and its ``check("<key>", answer_N)`` comes in the same or a
+later cell.
+"""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
-NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
+FOLDER = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOKS = sorted(FOLDER.glob("*.ipynb"))
 EXPECTED = ["00_basics", "01_sft_and_distillation", "02_dpo_cdpo_ipo", "03_kto", "04_ppo_policy_and_value",
             "05_reward_models", "06_process_reward_model"]
+if (FOLDER / "training_dynamics.py").exists():  # notebook 07's cells live there
+    EXPECTED.append("07_training_dynamics")
+
+ANSWER = re.compile(r"^(answer_\d+) = \.\.\.(\s+#.*)?$")
+ANY_ANSWER = re.compile(r"^\s*(answer_\d+)\s*=")
+CHECK = re.compile(r"""check\(\s*["']([^"']+)["']\s*,\s*(answer_\d+)\s*\)""")
+
+
+def code_cells(nb):
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+def answer_keys(nb) -> dict:
+    """{answer name: exercise key}, pairing each blank answer with the first later check of it."""
+    cells = code_cells(nb)
+    pairs = {}
+    for i, cell in enumerate(cells):
+        for line in cell.source.splitlines():
+            m = ANSWER.match(line)
+            if not m:
+                continue
+            name = m.group(1)
+            keys = [key for later in cells[i:] for key, used in CHECK.findall(later.source) if used == name]
+            assert keys, f"{name} has no check(\"<key>\", {name}) in its cell or a later one"
+            pairs[name] = keys[0]
+    return pairs
+
+
+def with_solutions(cell, keys: dict) -> str:
+    """A cell's source with each blank answer replaced by ``solution("<key>")``."""
+    return "\n".join(ANSWER.sub(lambda m: f'{m.group(1)} = solution("{keys[m.group(1)]}")', line)
+                     for line in cell.source.splitlines())
+
+
+def has_blank(cell) -> bool:
+    return any(ANSWER.match(line) for line in cell.source.splitlines())
+
+
+def texts(cells) -> str:
+    errors = [o for c in cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors, "\n".join(f"{e['ename']}: {e['evalue']}" for e in errors)
+    return "\n".join(o.get("text", "") for c in cells for o in c.get("outputs", []))
+
+
+def read(path):
+    import nbformat
+
+    return nbformat.read(path, as_version=4)
 
 
 def test_the_curriculum_is_complete():
@@ -25,25 +81,63 @@ def test_notebooks_match_their_generator():
     """notebooks/make_notebooks.py is the source; the committed files are exactly what it writes."""
     import importlib.util
 
-    import nbformat
-
-    spec = importlib.util.spec_from_file_location("make_notebooks", NOTEBOOKS[0].parent / "make_notebooks.py")
+    spec = importlib.util.spec_from_file_location("make_notebooks", FOLDER / "make_notebooks.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    assert sorted(module.NOTEBOOKS) == EXPECTED
     for name, cells in module.NOTEBOOKS.items():
-        committed = nbformat.read(NOTEBOOKS[0].parent / f"{name}.ipynb", as_version=4)
+        committed = read(FOLDER / f"{name}.ipynb")
         assert [c.source for c in committed.cells] == [c.source for c in cells], name
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_exercises_are_blank_and_registered(path):
+    """Every answer line is a blank `answer_N = ...`, every check names a registered exercise, and no cell holds a solution."""
+    from lossviz.teaching import keys
+
+    nb = read(path)
+    registered = set(keys())
+    for cell in code_cells(nb):
+        for line in cell.source.splitlines():
+            if ANY_ANSWER.match(line):
+                assert ANSWER.match(line), f"{path.stem}: an answer line must be `answer_N = ...  # comment`, got {line!r}"
+        assert "solution(" not in cell.source, f"{path.stem}: a cell calls solution(); solutions stay in lossviz"
+        for key, _ in CHECK.findall(cell.source):
+            assert key in registered, f"{path.stem}: check({key!r}, ...) names no registered exercise"
+    checks = [key for c in code_cells(nb) for key, _ in CHECK.findall(c.source)]
+    if path.stem != "07_training_dynamics":  # 07's exercises are its module's business
+        assert checks, f"{path.stem} has no exercise"
+    assert len(answer_keys(nb)) == len(checks), f"{path.stem}: every check needs exactly one blank answer"
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_runs_top_to_bottom_with_exercises_passing(path, tmp_path):
-    import nbformat
+def test_runs_unanswered_then_with_the_solutions(path, tmp_path):
+    """As committed (what a student opens) the notebook runs top to bottom without an error and every
+    check waits for an answer. Then, in the same kernel, the exercise cells run again with each blank
+    replaced by its solution, and every check prints its tick: the exercises are solvable and proven.
+    (One kernel for both passes halves the time; only the exercise cells differ between them.)"""
     from nbclient import NotebookClient
+    from nbformat.v4 import new_code_cell
 
-    nb = nbformat.read(path, as_version=4)
-    NotebookClient(nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
-    text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
-    assert "✓" in text  # the exercise checks printed their ticks
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
-    assert not errors
+    nb = read(path)
+    cells = code_cells(nb)
+    checks = sum(len(CHECK.findall(c.source)) for c in cells)
+    client = NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
+    with client.setup_kernel():
+        for index, cell in enumerate(nb.cells):
+            client.execute_cell(cell, index)
+        text = texts(cells)
+        assert text.count("not answered yet") == checks
+        assert "✓" not in text and "✗" not in text
+
+        keys = answer_keys(nb)
+        solved = [new_code_cell("from lossviz.teaching import solution")]
+        solved += [new_code_cell(with_solutions(c, keys)) for c in cells if has_blank(c) or CHECK.search(c.source)]
+        for cell in solved:
+            nb.cells.append(cell)
+            client.execute_cell(cell, len(nb.cells) - 1)
+    text = texts(solved)
+    ticks = [line for line in text.splitlines() if line.startswith("✓")]
+    assert len(ticks) == checks, text
+    assert "✗" not in text and "not answered yet" not in text

@@ -8,7 +8,6 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
-from matplotlib.testing.decorators import check_figures_equal
 
 from lossviz.cards.base import Derivation
 from lossviz.cli import main
@@ -45,7 +44,7 @@ def card_values(name, case=None):
 # entry -> (loss gid, grad gid, case, values at axis x, variable of the gradient, chain factor dx-> d var)
 CUTS = {
     "basics": ("loss:-log sigmoid", "grad:-log sigmoid", {}, lambda x: {"x": x}, "x", None),
-    "gptlm": ("loss:label=0", "grad:label=0", {"label": "0"}, lambda x: {"logits_0": x, "logits_1": 0 * x, "logits_2": 0 * x}, "logits_0", None),
+    "gptlm": ("loss:label=0", "grad:label=0", {"label": "0"}, lambda x: {"logits_0": x, "logits_1": 1 + 0 * x, "logits_2": -1 + 0 * x}, "logits_0", None),
     "kd": ("loss:cross-entropy", "grad:cross-entropy", {}, lambda x: {"logits_0": x, "logits_1": 0 * x, "logits_2": 0 * x,
                                                                        "teacher_logits_0": 1 + 0 * x, "teacher_logits_1": 0 * x, "teacher_logits_2": -1 + 0 * x}, "logits_0", None),
     "dpo": ("loss:loss", "grad:loss", {}, lambda x: {"policy_chosen_logps": x, "policy_rejected_logps": 0 * x, "reference_chosen_logps": 0 * x, "reference_rejected_logps": 0 * x}, "policy_chosen_logps", None),
@@ -110,7 +109,7 @@ def test_ipo_target_markers():
 
 def test_prm_soft_optimum_marker():
     fig = figure("prm", p=0.7)
-    assert _marker_x(fig, "marker:optimum:2") == pytest.approx(math.log(0.7 / 0.3), rel=1e-12)
+    assert _marker_x(fig, "marker:optimum:0") == pytest.approx(math.log(0.7 / 0.3), rel=1e-12)
 
 
 def test_pairwise_fade_points_shift_with_the_margin():
@@ -179,27 +178,184 @@ def test_logexp_overflow_figure_shows_naive_inf_and_stable_finite():
     np.testing.assert_allclose(naive[x > 0], stable[x > 0], rtol=0, atol=2e-7)
 
 
-@check_figures_equal(extensions=["png"])
-def test_logexp_and_pairwise_draw_the_same_picture(fig_test, fig_ref):
-    """The naive log-exp form and the stable pairwise form are one function: identical pixels."""
+def test_logexp_and_pairwise_draw_the_same_picture():
+    """The naive log-exp form and the stable pairwise form are one function: identical pixels (compared in memory)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     from lossviz.plots.cut import along
     from lossviz.plots.lessons import GAP
 
     xs = np.linspace(-6, 8, 400)
-    for fig, name in ((fig_test, "logexp"), (fig_ref, "pairwise")):
+    pixels = []
+    for name in ("logexp", "pairwise"):
+        fig = Figure(figsize=(3, 2), dpi=100)
         d = card_values(name)
         fig.subplots().plot(xs, along(d, GAP, {"chosen_reward": GAP, "reject_reward": 0}).loss(xs))
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        pixels.append(np.asarray(canvas.buffer_rgba()).copy())
+    assert np.array_equal(pixels[0], pixels[1])
 
 
-def test_compare_lines_are_the_gradient_weights():
-    fig = compare_figure(["dpo", "cdpo", "ipo", "kto", "pairwise"], "grad", x_range=(-20, 20))
-    d = card_values("dpo")
-    x, y = xy(by_gid(fig, "grad:dpo"))
-    expected = -d.evaluate({"policy_chosen_logps": x, "policy_rejected_logps": 0 * x, "reference_chosen_logps": 0 * x, "reference_rejected_logps": 0 * x}, "policy_chosen_logps")
-    np.testing.assert_allclose(y, expected, rtol=1e-12)
-    assert fig.axes[0].get_yscale() == "symlog"  # IPO's linear pull dwarfs the others
-    fig = compare_figure(["pairwise", "logexp"], "loss")
+def _sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+def test_compare_puts_the_preference_losses_on_the_reward_margin():
+    """dpo at βh, pairwise at r_c - r_r, kto at β(Δ - z): dpo and pairwise are one curve; IPO gets its own linear panel."""
+    fig = compare_figure(["dpo", "cdpo", "ipo", "kto", "pairwise"], "grad", beta=0.2)
+    u, dpo = xy(by_gid(fig, "grad:dpo"))
+    np.testing.assert_allclose(dpo, _sigmoid(-u), rtol=1e-12)  # -∂(-log σ(u))/∂u with u = βh
+    np.testing.assert_allclose(xy(by_gid(fig, "grad:pairwise"))[1], dpo, rtol=1e-12)
+    np.testing.assert_allclose(xy(by_gid(fig, "grad:kto"))[1], _sigmoid(u) * _sigmoid(-u), rtol=1e-10)  # ℓ = σ(-u) at z = 0
+    eps = 0.1  # cDPO: -∂ℓ/∂u = (1-ε)σ(-u) - εσ(u)
+    np.testing.assert_allclose(xy(by_gid(fig, "grad:cdpo"))[1], (1 - eps) * _sigmoid(-u) - eps * _sigmoid(u), rtol=1e-10, atol=1e-14)
+    u_ipo, ipo = xy(by_gid(fig, "grad:ipo"))  # ℓ = (u/β - 1/(2β))², so -∂ℓ/∂u = -2(u - 1/2)/β²
+    np.testing.assert_allclose(ipo, -2 * (u_ipo - 0.5) / 0.2 ** 2, rtol=1e-10)
+    ipo_axes = by_gid(fig, "grad:ipo").axes
+    assert by_gid(fig, "grad:dpo").axes is not ipo_axes and by_gid(fig, "grad:pairwise").axes is by_gid(fig, "grad:dpo").axes
+    assert all(ax.get_yscale() == "linear" for ax in fig.axes)
+    assert any("the dpo curve" in t.get_text() for leg in fig.legends for t in leg.get_texts())
+
+
+def test_compare_losses_coincide_and_other_axes_get_their_own_panel():
+    fig = compare_figure(["pairwise", "logexp", "ppo-value"], "loss")
     np.testing.assert_allclose(xy(by_gid(fig, "loss:pairwise"))[1], xy(by_gid(fig, "loss:logexp"))[1], rtol=1e-12)
+    v, value = xy(by_gid(fig, "loss:ppo-value"))
+    assert by_gid(fig, "loss:ppo-value").axes is not by_gid(fig, "loss:pairwise").axes
+    np.testing.assert_allclose(value, 0.5 * v ** 2, rtol=1e-12)  # v_old = R = 0: the clip never binds on v - R
+
+
+def test_compare_refuses_a_repeated_entry():
+    from lossviz.cards.base import CardError
+
+    with pytest.raises(CardError, match="named twice"):
+        compare_figure(["dpo", "dpo"])
+
+
+# --- case parameters change the plotted data, as the math says ------------------------------
+
+
+def _lse(*zs):
+    return np.log(sum(np.exp(z) for z in zs))
+
+
+def test_gptlm_label_moves_the_target():
+    (x, loss0), (_, grad0) = xy(by_gid(figure("gptlm"), "loss:label=0")), xy(by_gid(figure("gptlm"), "grad:label=0"))
+    fig = figure("gptlm", label="2")
+    _, loss2 = xy(by_gid(fig, "loss:label=2"))
+    _, grad2 = xy(by_gid(fig, "grad:label=2"))
+    p0 = np.exp(x) / (np.exp(x) + np.exp(1) + np.exp(-1))  # z = (z_0, 1, -1)
+    np.testing.assert_allclose(loss0, _lse(x, 1, -1) - x, rtol=1e-12)
+    np.testing.assert_allclose(loss2, _lse(x, 1, -1) + 1, rtol=1e-12)  # - z_2 = +1
+    np.testing.assert_allclose(grad0, p0 - 1, atol=1e-12)
+    np.testing.assert_allclose(grad2, p0, atol=1e-12)  # z_0 is not the target
+    _, loss1 = xy(by_gid(figure("gptlm", label="1"), "loss:label=1"))
+    np.testing.assert_allclose(loss2 - loss1, 2.0, rtol=1e-12)  # z_1 - z_2
+
+
+def test_kto_arm_picks_the_plotted_loss():
+    beta, z = 0.1, 2.0
+    fig = figure("kto", arm="undesirable", undesirable_weight=0.5)
+    d, loss = xy(by_gid(fig, "loss:undesirable"))
+    _, grad = xy(by_gid(fig, "grad:undesirable"))
+    np.testing.assert_allclose(loss, 0.5 * _sigmoid(-beta * (z - d)), rtol=1e-12)  # w_U (1 - σ(β(z - Δ)))
+    np.testing.assert_allclose(grad, 0.5 * beta * _sigmoid(beta * (d - z)) * _sigmoid(-beta * (d - z)), rtol=1e-10)
+    with pytest.raises(AssertionError):
+        by_gid(fig, "loss:desirable")
+    fig = figure("kto", sweep=("arm", ["desirable", "undesirable"]))
+    d, desirable = xy(by_gid(fig, "loss:arm=desirable"))
+    np.testing.assert_allclose(desirable, _sigmoid(-beta * (d - z)), rtol=1e-12)
+    np.testing.assert_allclose(xy(by_gid(fig, "loss:arm=undesirable"))[1], 1 - desirable, rtol=1e-10)
+
+
+def test_prm_hard_labels_draw_the_hard_loss_without_an_optimum():
+    fig = figure("prm", labels="hard")
+    d, loss = xy(by_gid(fig, "loss:hard '+' (p = 1)"))
+    np.testing.assert_allclose(loss, np.log1p(np.exp(-d)), rtol=1e-12)  # -log σ(d)
+    assert by_gid(fig, "loss:hard '+' (p = 1)").get_color() != "0.5"  # the requested case, in colour
+    with pytest.raises(AssertionError):
+        by_gid(fig, "marker:optimum:0")
+    d, minus = xy(by_gid(figure("prm", labels="hard", p=0.0), "loss:hard '-' (p = 0)"))
+    np.testing.assert_allclose(minus, np.log1p(np.exp(d)), rtol=1e-12)  # -log σ(-d)
+    _, soft = xy(by_gid(figure("prm"), "loss:soft p = 0.8"))
+    np.testing.assert_allclose(soft, 0.8 * np.log1p(np.exp(-d)) + 0.2 * np.log1p(np.exp(d)), rtol=1e-12)
+
+
+def test_a_sweep_of_more_than_seven_values_is_refused():
+    from lossviz.cards.base import CardError
+
+    with pytest.raises(CardError, match="at most 7"):
+        figure("dpo", sweep=("beta", [0.1 * k for k in range(1, 9)]))
+
+
+# --- figure texts say what the math says --------------------------------------------------------
+
+
+def _texts(fig):
+    return [t.get_text() for ax in fig.axes for t in ax.texts] + [t.get_text() for t in fig.texts]
+
+
+def test_dpo_limit_label_names_the_gradient_at_minus_beta():
+    fig = figure("dpo", beta=0.3)
+    limit = float(by_gid(fig, "limit:weight_wrong_order:0").get_ydata()[0])
+    assert limit == pytest.approx(-0.3)
+    assert any(t.startswith("→ -β = -0.3") for t in _texts(fig))  # the gradient's limit, at its own height
+    assert float(by_gid(fig, "marker:weight_at_zero:0").get_ydata()[0]) == pytest.approx(-0.15, rel=1e-12)  # -β/2
+    assert "gradient" in fig.axes[1].get_ylabel()
+    assert not any("push → β" in t for t in _texts(fig))
+
+
+def test_overflow_figure_states_the_sign_of_the_gap():
+    from lossviz.plots import request
+    from lossviz.plots.lessons import logexp_overflow
+
+    fig = logexp_overflow(request("logexp"))
+    threshold = -math.log(float(np.finfo(np.float32).max))
+    assert f"Δ < {threshold:.1f}" in fig.get_suptitle() and threshold == pytest.approx(-88.72, abs=0.01)
+    with np.errstate(over="ignore"):
+        assert np.isinf(np.exp(np.float32(-(threshold - 0.01)))) and np.isfinite(np.exp(np.float32(-(threshold + 0.01))))
+
+
+def test_cdpo_at_one_half_still_depends_on_the_margin():
+    """The gallery says: at ε = 1/2 the cDPO loss is log 2cosh(βh/2), minimal at h = 0 (not flat)."""
+    import sympy as sp
+
+    beta, h = sp.Symbol("beta", positive=True), sp.Symbol("h", real=True)
+    card = get("cdpo")
+    d = Derivation(card, card.resolve({"beta": 0.5}))
+    loss = d.loss.subs(d.symbols["policy_chosen_logps"], h).subs({d.symbols[v]: 0 for v in d.variables if v != "policy_chosen_logps"})
+    half = card.loss({"beta": beta, "label_smoothing": sp.Rational(1, 2)}).subs({d.symbols["policy_chosen_logps"]: h}).subs(
+        {d.symbols[v]: 0 for v in d.variables if v != "policy_chosen_logps"})
+    from lossviz.symbolic import elementary
+
+    for b, x in ((0.5, 3.0), (0.1, -7.0), (2.0, 0.25)):
+        value = float(elementary(half).subs({beta: b, h: x}))
+        assert value == pytest.approx(math.log(2 * math.cosh(b * x / 2)), rel=1e-12)
+    assert loss is not None
+
+
+def test_vanilla_kto_is_dpos_sigmoid_where_both_log_ratios_are_positive():
+    beta = 0.2
+    fig = figure("vanilla-kto", beta=beta)
+    mesh = by_gid(fig, "surface:vanilla-kto")
+    grid = np.linspace(-40, 40, 161)
+    gc, gr = np.meshgrid(grid, grid)
+    values = np.asarray(mesh.get_array()).reshape(gc.shape)
+    both_positive = (gc > 0) & (gr > 0)
+    np.testing.assert_allclose(values[both_positive], _sigmoid(-beta * (gc - gr))[both_positive], rtol=1e-12)
+    both_negative = (gc < 0) & (gr < 0)
+    np.testing.assert_allclose(values[both_negative], 0.5 * (_sigmoid(-beta * gc) + _sigmoid(beta * gr))[both_negative], rtol=1e-12)
+    assert not any("no interaction" in t for t in _texts(fig) + [fig.get_suptitle()])
+
+
+def test_dual_clip_text_describes_a_negative_advantage():
+    title = figure("ppo-policy", dual_clip=3.0).get_suptitle().replace("\n", " ")
+    assert "for A < 0 and r > c" in title and "capped at c|A|" in title
+    r, g = xy(by_gid(figure("ppo-policy", dual_clip=3.0), "grad:A_negative"))
+    _, loss = xy(by_gid(figure("ppo-policy", dual_clip=3.0), "loss:A_negative"))
+    assert np.all(loss[r > 3.0] == pytest.approx(3.0)) and np.all(g[r > 3.0] == 0)  # c|A| with A = -1
 
 
 # --- command line ---------------------------------------------------------------------
@@ -220,12 +376,12 @@ def test_plot_writes_a_valid_file_of_the_requested_size(tmp_path, capsys, fmt):
     if fmt == "png":
         assert data[:8] == b"\x89PNG\r\n\x1a\n"
         width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-        assert (width, height) == (680, 260)  # 6.8 in x 2.6 in at 100 dpi
+        assert (width, height) == (720, 300)  # 7.2 in x 3 in at 100 dpi
     elif fmt == "svg":
         root = ET.fromstring(data)
-        assert root.tag.endswith("svg") and root.attrib["width"] == "489.6pt" and root.attrib["height"] == "187.2pt"
+        assert root.tag.endswith("svg") and root.attrib["width"] == "518.4pt" and root.attrib["height"] == "216pt"
     else:
-        assert data.startswith(b"%PDF") and b"/MediaBox [ 0 0 489.6 187.2 ]" in data
+        assert data.startswith(b"%PDF") and b"/MediaBox [ 0 0 518.4 216 ]" in data
 
 
 def test_format_flag_overrides_the_suffix(tmp_path, capsys):
@@ -309,11 +465,14 @@ def test_gallery_writes_every_item_and_a_readme(tmp_path, capsys):
     out = tmp_path / "figs"
     assert main(["gallery", "--out", str(out)]) == 0
     files = {p.name for p in out.iterdir()}
-    assert files == {f"{i.stem}.png" for i in ITEMS} | {"README.md"}
+    assert files == {f"{i.stem}.png" for i in ITEMS} | {f"{i.stem}.svg" for i in ITEMS if i.svg} | {"README.md"}
+    for item in ITEMS:  # wide enough to read: at least 1200 px
+        data = (out / f"{item.stem}.png").read_bytes()
+        assert int.from_bytes(data[16:20], "big") >= 1200, item.stem
     readme = (out / "README.md").read_text()
     assert readme.startswith(README_MARK)
     for item in ITEMS:
-        assert f"[{item.stem}.png]({item.stem}.png) | {item.lesson} |" in readme
+        assert f"[{item.stem}.png]({item.stem}.png)" in readme and f" | {item.lesson} |" in readme
     assert {i.name for i in ITEMS} >= set(names()) | {"logexp-overflow"}
 
 

@@ -15,10 +15,11 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import sympy as sp
 
+from ..errors import LossvizError, arg
 from ..symbolic import LogSumExp, elementary, lower
 
 
-class CardError(ValueError):
+class CardError(LossvizError):
     """A bad name, parameter or value given to a card (message names the culprit)."""
 
 
@@ -68,25 +69,26 @@ class Param:
         return text + (" or none" if self.optional else "")
 
     def check(self, value):
-        """Return the validated value, or raise :class:`CardError` naming the flag and the range."""
+        """Return the validated value, or raise :class:`CardError` naming the parameter and the range."""
+        name = arg(self.name)
         if self.is_case:
             if value not in self.choices:
-                raise CardError(f"{self.flag} must be one of {', '.join(self.choices)}; got {value!r}")
+                raise CardError(f"{name} must be one of {', '.join(self.choices)}; got {value!r}")
             return value
         if value is None or (isinstance(value, str) and value.lower() == "none"):
             if self.optional:
                 return None
-            raise CardError(f"{self.flag} needs a number in {self.range_text()}")
+            raise CardError(f"{name} needs a number in {self.range_text()}")
         try:
             number = float(value)
         except (TypeError, ValueError):
-            raise CardError(f"{self.flag} must be a number in {self.range_text()}; got {value!r}") from None
+            raise CardError(f"{name} must be a number in {self.range_text()}; got {value!r}") from None
         if not math.isfinite(number):
-            raise CardError(f"{self.flag} must be finite; got {value!r}")
+            raise CardError(f"{name} must be finite; got {value!r}")
         too_low = self.low is not None and (number < self.low or (self.low_open and number == self.low))
         too_high = self.high is not None and (number > self.high or (self.high_open and number == self.high))
         if too_low or too_high:
-            raise CardError(f"{self.flag} must be in {self.range_text()}; got {number:g}")
+            raise CardError(f"{name} must be in {self.range_text()}; got {number:g}")
         return number
 
 
@@ -123,6 +125,10 @@ class Example:
     where: Dict[str, Tuple[int, tuple]]
 
 
+DETACHED_NOTE = "detached in the loss (the production code stops its gradient: 0 by construction)"
+CONSTANT_NOTE = "constant in training (no gradient flows into it in the trainer)"
+
+
 class Card:
     """Base class: subclasses set the class attributes and implement :meth:`loss`."""
 
@@ -135,7 +141,12 @@ class Card:
     params: Tuple[Param, ...] = ()
     variable_latex: Mapping[str, str] = {}
     detached: Tuple[str, ...] = ()  # variables the production code reads but never differentiates
+    # inputs that a trainer computes without gradient (a frozen reference or teacher model, the rollout's
+    # old policy and values, advantages, returns): the loss is differentiable in them, but no gradient
+    # reaches them in training; `derive` shows their gradient and marks it (see gradient_note)
+    constants: Tuple[str, ...] = ()
     cases_doc: str = ""
+    references: Tuple[str, ...] = ()  # anchors of docs/references.md: the papers whose equations the card uses
 
     # --- to implement -------------------------------------------------------------
     def variables(self, p: Mapping[str, object]) -> Tuple[str, ...]:
@@ -168,6 +179,14 @@ class Card:
         return values
 
     # --- shared machinery -------------------------------------------------------------
+    def gradient_note(self, variable: str) -> Optional[str]:
+        """Why the gradient into ``variable`` does not train anything, or None when it does."""
+        if variable in self.detached:
+            return DETACHED_NOTE
+        if variable in self.constants:
+            return CONSTANT_NOTE
+        return None
+
     def param(self, name: str) -> Param:
         for prm in self.params:
             if prm.name == name:
@@ -184,9 +203,10 @@ class Card:
             if key not in known:
                 from ..registry import closest_first
 
-                choices = closest_first(key, sorted(known))
-                valid = ", ".join(("--" + c.replace("_", "-")) for c in choices) or "(none)"
-                raise CardError(f"{self.name} has no parameter --{key.replace('_', '-')}; valid: {valid}")
+                if not known:
+                    raise CardError(f"{self.name} takes no parameters; got {arg(str(key))}")
+                valid = ", ".join(arg(c) for c in closest_first(str(key), sorted(known)))
+                raise CardError(f"{self.name} has no parameter {arg(str(key))}; valid: {valid}")
         values: Dict[str, object] = {}
         for prm in self.params:
             if prm.name in given:

@@ -24,7 +24,7 @@ class Basics(Card):
     aliases = ("sigmoid", "logsigmoid")
     family = "basics"
     title = r"-log σ(x)"
-    lesson = "d/dx[-log σ(x)] = σ(x) - 1: the push is strongest (→ -1) when x is very negative, and vanishes as x grows"
+    lesson = "d/dx[-log σ(x)] = σ(x) - 1: the push 1 - σ(x) = -dℓ/dx is strongest (→ 1) when x is very negative, and vanishes as x grows"
     production = "torch.nn.functional:logsigmoid"
     variable_latex = {"x": "x"}
 

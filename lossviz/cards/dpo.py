@@ -1,4 +1,4 @@
-r"""DPO, cDPO and IPO cards: losses of the implicit-reward margin :math:`h`."""
+r"""DPO, cDPO and IPO cards: losses of the log-ratio margin :math:`h` (the implicit-reward margin is :math:`\beta h`)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,14 @@ from .base import Card, Example, Fact, Param
 from .batch import BatchSpec, Term, sample_rows
 
 PAIR = ("policy_chosen_logps", "policy_rejected_logps", "reference_chosen_logps", "reference_rejected_logps")
+REFERENCE = ("reference_chosen_logps", "reference_rejected_logps")
 PAIR_LATEX = {
     "policy_chosen_logps": r"\pi^{c}",
     "policy_rejected_logps": r"\pi^{r}",
     "reference_chosen_logps": r"\pi^{c}_{\mathrm{ref}}",
     "reference_rejected_logps": r"\pi^{r}_{\mathrm{ref}}",
 }
-BETA = Param("beta", 0.1, "inverse temperature β: how hard the margin is pushed", r"\beta", low=0.0, low_open=True, high=100.0)
+BETA = Param("beta", 0.1, "KL strength β (temperature of π* ∝ π_ref·e^{r/β}): larger β keeps the policy nearer the reference", r"\beta", low=0.0, low_open=True, high=100.0)
 MARGIN = sp.Symbol("h", real=True)
 
 
@@ -41,6 +42,7 @@ class _MarginCard(Card):
     family = "dpo"
     production = "lossviz.losses:DPOLoss"
     variable_latex = PAIR_LATEX
+    constants = REFERENCE  # the frozen reference model's log-probs
 
     def variables(self, p):
         return PAIR
@@ -74,6 +76,7 @@ def pair_batch(card, rng, p, make_module, pairs: int = 6):
 
 class DPO(_MarginCard):
     name = "dpo"
+    references = ("dpo",)
     aliases = ("DPOLoss",)
     title = "DPO"
     lesson = "-log σ(βh); the push β·σ(-βh) is largest when the pair is ranked wrongly"
@@ -86,7 +89,7 @@ class DPO(_MarginCard):
         # -dL/dh of the loss along the margin: the same function as -∂L/∂π_c, without simplifying four gradients
         weight = once(lambda: -sp.diff(in_margin(d.loss), MARGIN))
         return [
-            Fact("gradient_weight", "-∂L/∂π_c = ∂L/∂π_r as a function of h: DPO Eq. 7's β σ(-βh)", weight),
+            Fact("gradient_weight", "-∂L/∂π_c = ∂L/∂π_r as a function of h: β σ(-βh), the weight of DPO's gradient analysis (Rafailov et al. 2023, §4)", weight),
             Fact("gradient_antisymmetry", "∂L/∂π_c + ∂L/∂π_r: zero",
                  lambda: sp.simplify(d.gradient["policy_chosen_logps"] + d.gradient["policy_rejected_logps"])),
             Fact("weight_wrong_order", "the weight as h -> -oo (pair ranked wrongly): β", lambda: sp.limit(elementary(weight()), MARGIN, -sp.oo)),
@@ -96,9 +99,11 @@ class DPO(_MarginCard):
 
 class CDPO(_MarginCard):
     name = "cdpo"
+    references = ("cdpo", "dpo")
     aliases = ("conservative-dpo",)
     title = "cDPO (label smoothing)"
-    lesson = "with probability ε the label is flipped; the loss gets a finite minimum at βh* = log((1-ε)/ε)"
+    lesson = ("with probability ε the label is flipped; for 0 < ε < 0.5 the loss has a finite minimum at βh* = log((1-ε)/ε); "
+              "at ε = 0.5 it is log 2cosh(βh/2), still a function of h, minimal at h = 0")
     params = (BETA, Param("label_smoothing", 0.1, "probability ε that the preference label is flipped", r"\varepsilon", low=0.0, high=0.5, high_open=True))
 
     def loss(self, p):
@@ -129,6 +134,7 @@ class CDPO(_MarginCard):
 
 class IPO(_MarginCard):
     name = "ipo"
+    references = ("ipo", "dpo")
     aliases = ()
     title = "IPO"
     lesson = "a squared loss that regresses the margin onto the target 1/(2β)"

@@ -8,7 +8,7 @@ from ..symbolic import LogSigmoid, Sigmoid, elementary
 from ._common import draw, far_from, once, solve_one, sym, tensor
 from .base import Card, Example, Fact, Param
 from .batch import BatchSpec, Term, sample_rows
-from .dpo import BETA, PAIR, PAIR_LATEX, margin, pair_example
+from .dpo import BETA, PAIR, PAIR_LATEX, REFERENCE, margin, pair_example
 
 KL_VARS = ("policy_KL_logps", "reference_KL_logps")
 DELTA = sp.Symbol("Delta", real=True)  # the log-ratio π - π_ref of the example
@@ -21,6 +21,7 @@ def clamp_at_zero(x):
 
 class KTO(Card):
     name = "kto"
+    references = ("kto",)
     aliases = ("KTOLoss",)
     family = "kto"
     title = "KTO"
@@ -33,6 +34,7 @@ class KTO(Card):
         Param("arm", "desirable", "which case: a desirable (chosen) or an undesirable (rejected) example", choices=("desirable", "undesirable")),
     )
     detached = KL_VARS
+    constants = REFERENCE + ("reference_KL_logps",)  # the frozen reference model's log-probs
     cases_doc = "arm=desirable|undesirable"
     variable_latex = {
         **PAIR_LATEX,
@@ -112,13 +114,13 @@ class KTO(Card):
         names = ["policy_chosen_logps", "policy_rejected_logps", "policy_KL_logps",
                  "reference_chosen_logps", "reference_rejected_logps", "reference_KL_logps"]
 
-        def spec(label, n_chosen, n_rejected, kl_shift):
+        def spec(label, n_chosen, n_rejected, kl_sign):
             desirable = sample_rows(self, rng, {**p, "arm": "desirable"}, n_chosen)
             undesirable = sample_rows(self, rng, {**p, "arm": "undesirable"}, n_rejected)
-            while True:  # the KL batch: its mean log-ratio (the reference point) away from the clamp at 0
-                pkl, rkl = rng.normal(size=4) * 3 + kl_shift, rng.normal(size=4) * 3
-                if abs(np.mean(pkl - rkl)) > 0.1:
-                    break
+            # the KL batch: its mean log-ratio of the chosen sign, at least 0.3 from the clamp at 0
+            rkl = rng.normal(size=4) * 3
+            pkl = rkl + rng.normal(size=4) * 3
+            pkl += kl_sign * rng.uniform(0.3, 3.0) - np.mean(pkl - rkl)
             args = [np.array([r["policy_chosen_logps"] for r in desirable]), np.array([r["policy_rejected_logps"] for r in undesirable]), pkl,
                     np.array([r["reference_chosen_logps"] for r in desirable]), np.array([r["reference_rejected_logps"] for r in undesirable]), rkl]
             kl = {"policy_KL_logps": ("mean", 2), "reference_KL_logps": ("mean", 5)}
@@ -127,18 +129,23 @@ class KTO(Card):
             terms += [Term({"policy_rejected_logps": (1, (j,)), "reference_rejected_logps": (4, (j,)), **kl}, weight, {"arm": "undesirable"}) for j in range(n_rejected)]
             return BatchSpec(label, make, args, names, [0, 1, 2, 3, 4, 5], terms)
 
-        return [spec("both arms, reference point > 0", 3, 2, 2.0), spec("no undesirable example, reference point clamped", 4, 0, -4.0)]
+        return [spec("both arms, reference point > 0", 3, 2, 1.0), spec("both arms, reference point clamped to 0", 2, 3, -1.0),
+                spec("no undesirable example, reference point clamped", 4, 0, -1.0), spec("no desirable example, reference point > 0", 0, 3, 1.0)]
 
 
 class VanillaKTO(Card):
     name = "vanilla-kto"
+    references = ("kto", "dpo")
     aliases = ("VanillaKTOLoss",)
     family = "kto"
     title = "vanilla KTO"
-    lesson = "balanced sampling; chosen and rejected losses are concatenated, not subtracted, so they do not interact as in DPO's margin"
+    lesson = ("chosen and rejected losses are concatenated, not subtracted, but each side's reference point is the other side's "
+              "mean log-ratio clamped at 0 and not detached: the sides decouple only where both means are below 0; with one "
+              "example per side and both log-ratios above 0 the loss is σ(-βh), a function of DPO's margin")
     production = "lossviz.losses:VanillaKTOLoss"
     params = (BETA,)
     variable_latex = PAIR_LATEX
+    constants = REFERENCE  # the frozen reference model's log-probs
 
     def variables(self, p):
         return PAIR
@@ -169,14 +176,18 @@ class VanillaKTO(Card):
         beta = d.p["beta"]
         a, b = sp.Symbol("a", positive=True), sp.Symbol("b", positive=True)
 
-        def mixed_partial():
-            # both log-ratios negative (Δ_c = -a, Δ_r = -b): the clamped reference points are 0
-            below = sp.simplify(sp.piecewise_fold(d.loss.subs({pc: rc - a, pr: rr - b})))
-            return sp.simplify(sp.diff(below, a, b))
+        def quadrant(sign):
+            # one example per side, both log-ratios of one sign: Δ_c = sign·a, Δ_r = sign·b
+            return sp.simplify(sp.piecewise_fold(d.loss.subs({pc: rc + sign * a, pr: rr + sign * b})))
 
         return [
-            Fact("mixed_partial", "∂²ℓ/∂Δ_c∂Δ_r with both log-ratios below 0: zero, the two sides do not interact", mixed_partial),
-            Fact("dpo_mixed_partial", "the same for DPO's -log σ(βh): not zero, DPO couples the pair through the margin",
+            Fact("mixed_partial", "∂²ℓ/∂Δ_c∂Δ_r with both log-ratios below 0 (both reference points clamped to 0): zero, the sides decouple there",
+                 lambda: sp.simplify(sp.diff(quadrant(-1), a, b))),
+            Fact("mixed_partial_both_positive", "∂²ℓ/∂Δ_c∂Δ_r with both log-ratios above 0: not zero, the non-detached reference points couple the sides",
+                 lambda: sp.simplify(sp.diff(quadrant(1), a, b))),
+            Fact("both_positive_minus_dpo_sigmoid", "ℓ - σ(-βh) with both log-ratios above 0: zero, the loss depends on DPO's margin h = Δ_c - Δ_r only",
+                 lambda: sp.simplify(elementary(quadrant(1) - Sigmoid(-beta * (a - b))))),
+            Fact("dpo_mixed_partial", "the same for DPO's -log σ(βh): not zero, DPO couples the pair through the margin everywhere",
                  lambda: sp.simplify(sp.diff(-LogSigmoid(beta * margin()), pc, pr))),
         ]
 
@@ -192,36 +203,59 @@ class VanillaKTO(Card):
         return draw(rng, PAIR, 3.0, ok)
 
     def batches(self, rng, p):
+        """Both reference points positive (the sides coupled), one positive, both clamped to 0."""
         import numpy as np
 
-        from ..symbolic import lower
         from lossviz.losses import VanillaKTOLoss
 
-        n_c, n_r = 3, 4
-        while True:  # both sides' mean log-ratios away from the clamp at 0
-            chosen = [(rng.normal() * 3, rng.normal() * 3) for _ in range(n_c)]
-            rejected = [(rng.normal() * 3, rng.normal() * 3) for _ in range(n_r)]
-            if min(abs(np.mean([a - b for a, b in chosen])), abs(np.mean([a - b for a, b in rejected]))) > 0.1:
-                break
-        args = [np.array([c[0] for c in chosen]), np.array([r[0] for r in rejected]), np.array([c[1] for c in chosen]), np.array([r[1] for r in rejected])]
+        beta = float(p["beta"])
+
+        def spec(n_c, n_r, sign_c, sign_r):
+            loss_fn, grad_fns, slots = _vanilla_batch_functions(n_c, n_r)
+
+            def side(n, sign):  # (policy, reference) log-probs whose mean log-ratio has the sign, |mean| >= 0.3
+                ref = rng.normal(size=n) * 3
+                delta = rng.normal(size=n) * 3
+                delta += sign * rng.uniform(0.3, 3.0) - delta.mean()
+                return ref + delta, ref
+
+            (pc, rc), (pr, rr) = side(n_c, sign_c), side(n_r, sign_r)
+
+            def expectation(arrays):
+                values = [arrays[arg][idx] for arg, idx in slots] + [beta]
+                grads = {k: np.zeros_like(arrays[k]) for k in range(4)}
+                for (arg, idx), fn in zip(slots, grad_fns):
+                    grads[arg][idx] = fn(*values)
+                return float(loss_fn(*values)), grads
+
+            word = lambda sign: "> 0" if sign > 0 else "clamped to 0"
+            return BatchSpec(f"{n_c} chosen, {n_r} rejected; chosen reference point {word(sign_r)}, rejected {word(sign_c)}",
+                             lambda device: VanillaKTOLoss(**self.production_kwargs(p)), [pc, pr, rc, rr], PAIR, [0, 1, 2, 3],
+                             expectation=expectation)
+
+        # the chosen examples are scored against the rejected side's mean and the other way round
+        return [spec(3, 2, 1.0, 1.0), spec(3, 2, -1.0, 1.0), spec(3, 2, 1.0, -1.0), spec(3, 2, -1.0, -1.0)]  # one lowering
+
+
+_VANILLA_CACHE: dict = {}
+
+
+def _vanilla_batch_functions(n_c: int, n_r: int):
+    """The batch loss and its gradients lowered to numpy, with β as the last argument (once per batch shape)."""
+    if (n_c, n_r) not in _VANILLA_CACHE:
+        from ..symbolic import lower
+
         names_c = [(f"policy_chosen_logps_{i}", f"reference_chosen_logps_{i}") for i in range(n_c)]
         names_r = [(f"policy_rejected_logps_{j}", f"reference_rejected_logps_{j}") for j in range(n_r)]
-        expr = self.batch_loss(self.sympy_params(p), names_c, names_r)
-        slots = {}  # symbol name -> (arg, index)
+        beta = BETA.symbol
+        expr = VanillaKTO.batch_loss({"beta": beta}, names_c, names_r)
+        slots, order = [], []  # (arg, index) of each symbol, in the argument order
         for i, (a, b) in enumerate(names_c):
-            slots[a], slots[b] = (0, (i,)), (2, (i,))
+            slots += [(0, (i,)), (2, (i,))]
+            order += [a, b]
         for j, (a, b) in enumerate(names_r):
-            slots[a], slots[b] = (1, (j,)), (3, (j,))
-        order = list(slots)
-
-        def expectation(arrays):
-            values = [arrays[arg][idx] for arg, idx in (slots[n] for n in order)]
-            loss = float(lower(expr, order, "numpy")(*values))
-            grads = {k: np.zeros_like(arrays[k]) for k in range(4)}
-            for name in order:
-                arg, idx = slots[name]
-                grads[arg][idx] = lower(sp.diff(expr, sym(name)), order, "numpy")(*values)
-            return loss, grads
-
-        return [BatchSpec(f"{n_c} chosen, {n_r} rejected (coupled through the means)", lambda device: VanillaKTOLoss(**self.production_kwargs(p)),
-                          args, PAIR, [0, 1, 2, 3], expectation=expectation)]
+            slots += [(1, (j,)), (3, (j,))]
+            order += [a, b]
+        args = order + ["beta"]
+        _VANILLA_CACHE[(n_c, n_r)] = (lower(expr, args, "numpy"), [lower(sp.diff(expr, sym(n)), args, "numpy") for n in order], slots)
+    return _VANILLA_CACHE[(n_c, n_r)]

@@ -3,6 +3,7 @@ r"""PPO cards: the clipped policy surrogate (with asymmetric and dual clip) and 
 from __future__ import annotations
 
 import math
+import sys
 
 import sympy as sp
 
@@ -13,7 +14,9 @@ from .batch import BatchSpec, Term, mask_rows, sample_rows
 POLICY_VARS = ("log_probs", "old_log_probs", "advantages")
 VALUE_VARS = ("values", "old_values", "returns")
 RATIO = sp.Symbol("r", positive=True)
-LOG_RATIO_MAX = 20  # the production clamp of log π - log π_old (lossviz.losses.rl.LOG_RATIO_MAX)
+SIGNED_ADVANTAGE = sp.Symbol("A", real=True)
+# the production's default clamp of the log-ratio in float64: 3/4 log(finfo.max) (lossviz.losses.log_ratio_limit)
+FLOAT64_LOG_RATIO_MAX = 0.75 * math.log(sys.float_info.max)
 
 
 def clip_bounds(p):
@@ -29,18 +32,23 @@ def _opt(name, doc, latex, low, high, low_open=True):
 
 class PPOPolicy(Card):
     name = "ppo-policy"
+    references = ("ppo", "dualclip", "dapo")
     aliases = ("policy", "ppo", "PolicyLoss")
     family = "ppo"
     title = "PPO clipped policy loss"
-    lesson = "-min(rA, clip(r, 1-ε, 1+ε)A): once r leaves the trust region in the direction A favours, the gradient is zero"
+    lesson = ("-min(rA, clip(r, 1-ε, 1+ε)A): once r leaves the trust region in the direction A favours, the gradient is zero; "
+              "dual clip caps the loss at -cA for A < 0, so a ratio above c (moved against the advantage) gets no gradient either")
     production = "lossviz.losses:PolicyLoss"
     params = (
         Param("clip_eps", 0.2, "trust-region half-width ε", r"\varepsilon", low=0.0, high=1.0, low_open=True, high_open=True),
         _opt("clip_eps_low", "lower half-width ε_l (default: clip_eps)", r"\varepsilon_l", 0.0, 1.0),
         _opt("clip_eps_high", "upper half-width ε_h (default: clip_eps)", r"\varepsilon_h", 0.0, 10.0),
         _opt("dual_clip", "dual-clip constant c > 1 bounding the loss for A < 0 (default: off)", "c", 1.0, 100.0),
+        Param("log_ratio_max", None, "clamp of the log-ratio before exp: above it the loss is flat (default: 3/4 of log(finfo.max) "
+              "of the input dtype; the card uses float64's, 532.3, beyond every range shown)", r"x_{\max}", optional=True),
     )
     variable_latex = {"log_probs": r"\log\pi", "old_log_probs": r"\log\pi_{\mathrm{old}}", "advantages": "A"}
+    constants = ("old_log_probs", "advantages")  # from the rollout: the old policy and the advantage estimate
 
     def variables(self, p):
         return POLICY_VARS
@@ -52,9 +60,23 @@ class PPOPolicy(Card):
         return self.surrogate(p, clamp=True)
 
     def surrogate(self, p, clamp: bool):
-        """The loss as Piecewise; ``clamp`` adds the production's log-ratio clamp at 20 (a numerical guard)."""
+        """The loss as Piecewise; ``clamp`` applies the production's clamp of the log-ratio (``log_ratio_max``, by
+        default float64's): every log-ratio above it counts as it."""
         lp, old, adv = (sym(n) for n in POLICY_VARS)
         x = lp - old  # log-ratio; r = e^x
+        if clamp:
+            if p["log_ratio_max"] is not None:
+                top = p["log_ratio_max"]
+                at_clamp = self._branches(p, adv, top)  # constant in log π: zero gradient
+            else:  # float64's clamp lies above log(1 + ε_h) and log c for every allowed ε_h <= 10 and c <= 100
+                top = sp.Float(FLOAT64_LOG_RATIO_MAX)
+                at_clamp = sp.Piecewise((-adv * (1 + self.bounds(p)[1]), adv >= 0),
+                                        *([(-p["dual_clip"] * adv, True)] if p["dual_clip"] is not None else []),
+                                        (-adv * sp.exp(top), True))
+            return sp.Piecewise((at_clamp, x > top), (self._branches(p, adv, x), True))
+        return self._branches(p, adv, x)
+
+    def _branches(self, p, adv, x):
         low, high = self.bounds(p)
         branches = [
             (-adv * (1 + high), (adv >= 0) & (x > sp.log(1 + high))),  # clipped above: A favours growth
@@ -62,14 +84,12 @@ class PPOPolicy(Card):
         ]
         if p["dual_clip"] is not None:
             branches.append((-p["dual_clip"] * adv, (adv < 0) & (x > sp.log(p["dual_clip"]))))
-        if clamp:
-            branches.append((-adv * sp.exp(LOG_RATIO_MAX), (adv < 0) & (x >= LOG_RATIO_MAX)))
         branches.append((-adv * sp.exp(x), True))
         return sp.Piecewise(*branches)
 
     def production_kwargs(self, p):
         kw = {"clip_eps": float(p["clip_eps"])}
-        for k in ("clip_eps_low", "clip_eps_high", "dual_clip"):
+        for k in ("clip_eps_low", "clip_eps_high", "dual_clip", "log_ratio_max"):
             if p[k] is not None:
                 kw[k] = float(p[k])
         return kw
@@ -91,15 +111,21 @@ class PPOPolicy(Card):
                     region = region | _ratio_set(cond_a, lp)
                 else:
                     inside = value
-            return _tidy_set(region), sp.simplify(inside.subs({adv: a, lp: sp.log(RATIO), old: 0}))
+            # the inside gradient in the signed advantage A (not |A|): -A·r reads right for both signs
+            return _tidy_set(region), sp.simplify(inside.subs({adv: SIGNED_ADVANTAGE, lp: sp.log(RATIO), old: 0}))
 
         facts = []
         for sign, label in ((1, "positive"), (-1, "negative")):
             parts = once(lambda sign=sign: split(sign))
-            facts.append(Fact(f"zero_gradient_ratios_A_{label}",
-                              f"the ratios r where ∂L/∂log π = 0 for A {'>' if sign > 0 else '<'} 0 (clipped on the favoured side)",
+            where = ("above 1+ε_h: r already grew as A > 0 asks" if sign > 0 else
+                     "below 1-ε_l: r already shrank as A < 0 asks; with dual clip also above c, where the loss is capped at -cA "
+                     "and a ratio that ran the wrong way gets no gradient back")
+            facts.append(Fact(f"zero_gradient_ratios_A_{label}", f"the ratios r where ∂L/∂log π = 0 for A {'>' if sign > 0 else '<'} 0 ({where})",
                               lambda parts=parts: parts()[0]))
-            facts.append(Fact(f"gradient_inside_A_{label}", "∂L/∂log π where it is not clipped, in r (= -A r)", lambda parts=parts: parts()[1]))
+            facts.append(Fact(f"gradient_inside_A_{label}",
+                              f"∂L/∂log π where it is not clipped, for A {'>' if sign > 0 else '<'} 0: -A·r with A the signed advantage "
+                              f"({'negative: gradient descent raises log π' if sign > 0 else 'positive: gradient descent lowers log π'})",
+                              lambda parts=parts: parts()[1]))
         return facts
 
     def example(self, values, p, dtype=None, device=None):
@@ -111,32 +137,52 @@ class PPOPolicy(Card):
     def sample(self, rng, p):
         low, high = (float(v) for v in self.bounds(p))
         kinks = [math.log(1 - low), math.log(1 + high)] + ([math.log(float(p["dual_clip"]))] if p["dual_clip"] is not None else [])
+        kinks += [float(p["log_ratio_max"])] if p["log_ratio_max"] is not None else []
         ok = lambda v: far_from(v["log_probs"] - v["old_log_probs"], kinks, 0.02) and abs(v["advantages"]) > 0.05
         return draw(rng, POLICY_VARS, 0.5, ok)
 
     def batches(self, rng, p):
+        """Per-sequence and token-level means with a fully masked sequence, and one advantage per sequence ([B, 1])."""
+        import numpy as np
+
         from lossviz.losses import PolicyLoss
 
-        return token_batches(self, rng, p, POLICY_VARS, lambda token_level: PolicyLoss(**self.production_kwargs(p), token_level_loss=token_level))
+        make = lambda token_level: PolicyLoss(**self.production_kwargs(p), token_level_loss=token_level)
+        specs = token_batches(self, rng, p, POLICY_VARS, make)
+        rows, steps = 3, 4
+        points = sample_rows(self, rng, p, rows * steps)
+        lp, old = (np.array([pt[n] for pt in points]).reshape(rows, steps) for n in POLICY_VARS[:2])
+        adv = np.array([[points[b * steps]["advantages"]] for b in range(rows)])  # (B, 1): the first token's draw
+        mask = mask_rows(rng, rows, steps)
+        terms = [Term({"log_probs": (0, (b, t)), "old_log_probs": (1, (b, t)), "advantages": (2, (b, 0))}, 1 / (rows * mask[b].sum()))
+                 for b in range(rows) for t in range(steps) if mask[b, t]]
+        specs.append(BatchSpec("one advantage per sequence, advantages (B, 1)", lambda device: make(False),
+                               [lp, old, adv, mask], list(POLICY_VARS) + ["action_mask"], [0, 1, 2], terms))
+        return specs
 
 
 def token_batches(card, rng, p, names, make_module):
-    """(B, T) inputs with an action mask, reduced per sequence then over the batch, and token-level."""
+    """(B, T) inputs with an action mask, reduced per sequence then over the batch, and token-level; in each,
+    one sequence is fully masked (it counts as 0 in the batch mean, and has no token in the token-level mean)."""
     import numpy as np
 
     rows, steps = 3, 5
-    points = sample_rows(card, rng, p, rows * steps)
-    args = [np.array([pt[n] for pt in points]).reshape(rows, steps) for n in names]
-    mask = mask_rows(rng, rows, steps)
-    kept = [(b, t) for b in range(rows) for t in range(steps) if mask[b, t]]
-    where = lambda b, t: {n: (k, (b, t)) for k, n in enumerate(names)}
-    per_sequence = [Term(where(b, t), 1 / (rows * mask[b].sum())) for b, t in kept]  # masked mean per row, then batch mean
-    token_level = [Term(where(b, t), 1 / len(kept)) for b, t in kept]
     arg_names = list(names) + ["action_mask"]
-    return [
-        BatchSpec("per-sequence mean, then batch mean", lambda device: make_module(False), args + [mask], arg_names, [0, 1, 2], per_sequence),
-        BatchSpec("token-level mean", lambda device: make_module(True), [a.copy() for a in args] + [mask], arg_names, [0, 1, 2], token_level),
-    ]
+    specs = []
+    for label, token_level, empty_row in (("per-sequence mean, then batch mean", False, 2), ("token-level mean", True, 0)):
+        points = sample_rows(card, rng, p, rows * steps)
+        args = [np.array([pt[n] for pt in points]).reshape(rows, steps) for n in names]
+        mask = mask_rows(rng, rows, steps)
+        mask[empty_row] = 0.0
+        kept = [(b, t) for b in range(rows) for t in range(steps) if mask[b, t]]
+        where = lambda b, t: {n: (k, (b, t)) for k, n in enumerate(names)}
+        if token_level:
+            terms = [Term(where(b, t), 1 / len(kept)) for b, t in kept]
+        else:  # masked mean per row, then the mean over all rows (the empty row adds 0)
+            terms = [Term(where(b, t), 1 / (rows * mask[b].sum())) for b, t in kept]
+        specs.append(BatchSpec(f"{label}, sequence {empty_row} fully masked", lambda device, t=token_level: make_module(t),
+                               args + [mask], arg_names, [0, 1, 2], terms))
+    return specs
 
 
 def _ratio_set(cond, lp):
@@ -169,6 +215,7 @@ def _tidy_set(region):
 
 class PPOValue(Card):
     name = "ppo-value"
+    references = ("ppo", "engstrom2020")
     aliases = ("value", "ValueLoss")
     family = "ppo"
     title = "PPO clipped value loss"
@@ -180,6 +227,7 @@ class PPOValue(Card):
         _opt("clip_eps_high", "upper half-width (default: clip_eps)", r"\varepsilon_h", 0.0, 100.0),
     )
     variable_latex = {"values": "v", "old_values": r"v_{\mathrm{old}}", "returns": "R"}
+    constants = ("old_values", "returns")  # from the rollout: the old critic's values and the return targets
 
     def variables(self, p):
         return VALUE_VARS

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sympy as sp
 
+from ..errors import arg
 from ..symbolic import LogSigmoid, elementary
 from ._common import once, solve_one, sym, tensor
 from .base import Card, CardError, Example, Fact, Param
@@ -16,6 +17,7 @@ DIFF = sp.Symbol("d", real=True)  # z_+ - z_-
 
 class PRM(Card):
     name = "prm"
+    references = ("lightman2023", "mathshepherd")
     aliases = ("PRMLoss", "process-reward")
     family = "prm"
     title = "process reward model loss"
@@ -33,7 +35,7 @@ class PRM(Card):
             if "p" not in given:
                 values["p"] = 1.0
             elif values["p"] not in (0.0, 1.0):
-                raise CardError(f"--p must be 0 or 1 with --labels hard (the label '+' is 1, '-' is 0); got {values['p']:g}")
+                raise CardError(f"{arg('p')} must be 0 or 1 with {arg('labels')}=hard (the label '+' is 1, '-' is 0); got {values['p']:g}")
         return values
 
     def variables(self, p):
@@ -77,7 +79,7 @@ class PRM(Card):
         return {n: float(rng.normal() * 2) for n in LOGITS}
 
     def batches(self, rng, p):
-        """Soft and hard labels; a placeholder after every other token, one step labelled -100."""
+        """Soft and hard labels; a placeholder after every other token, one step labelled -100; soft labels 0, 0.5 and 1 included."""
         import numpy as np
 
         from lossviz.losses import PRMLoss
@@ -90,6 +92,7 @@ class PRM(Card):
         where = lambda b, t: {n: (1, (b, t, REWARD_IDS[k])) for k, n in enumerate(LOGITS)}
         soft = np.where(inputs == PLACEHOLDER, rng.uniform(0.05, 0.95, size=(rows, steps)), -100.0)
         hard = np.where(inputs == PLACEHOLDER, rng.choice(REWARD_IDS, size=(rows, steps)), -100)
+        soft[steps_at[0]], soft[steps_at[1]], soft[steps_at[3]] = 0.5, 1.0, 0.0  # the tie and both ends of [0, 1]
         soft[steps_at[2]] = -100.0
         hard[steps_at[2]] = -100
         counted = [s for s in steps_at if s != steps_at[2]]

@@ -61,6 +61,7 @@ class _RewardCard(Card):
 
 class PairWise(_RewardCard):
     name = "pairwise"
+    references = ("instructgpt", "llama2")
     aliases = ("PairWiseLoss", "bradley-terry")
     title = "pairwise reward-model loss"
     lesson = "-log σ(Δ - m): the margin moves the point where the gradient fades from about 2 to about 2 + m"
@@ -80,6 +81,7 @@ class PairWise(_RewardCard):
 
 class LogExp(_RewardCard):
     name = "logexp"
+    references = ("instructgpt", "llama2")
     aliases = ("LogExpLoss", "log-exp")
     title = "log-exp reward-model loss"
     lesson = "log(1 + e^{r_r - r_c}) is the pairwise loss written naively: equal in math, but the naive form overflows"
@@ -91,7 +93,7 @@ class LogExp(_RewardCard):
         return LogExpLoss()
 
     def loss(self, p):
-        # written naively, as the seed does; the lowering rewrites it stably
+        # written naively, as OpenRLHF v0.5.3 computes it; the lowering rewrites it stably
         return sp.log(1 + sp.exp(sym("reject_reward") - sym("chosen_reward") + p["margin"]))
 
     def facts(self, d):

@@ -82,12 +82,14 @@ class GPTLM(Card):
 
 class KD(Card):
     name = "kd"
+    references = ("hinton2015",)
     aliases = ("distillation", "KDLoss")
     family = "sft"
     title = "knowledge distillation"
     lesson = "CE to the teacher's soft labels = KL(p_T‖p_S) + H(p_T); ∂/∂z_k = p_S,k - p_T,k"
     production = "lossviz.losses:KDLoss"
     variable_latex = {**{n: f"z_{k}" for k, n in enumerate(STUDENT)}, **{n: f"t_{k}" for k, n in enumerate(TEACHER)}}
+    constants = TEACHER  # the frozen teacher's logits
 
     def variables(self, p):
         return STUDENT + TEACHER

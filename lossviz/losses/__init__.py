@@ -9,9 +9,10 @@ pays for nothing else::
 from ._reduce import masked_mean
 from .preference import DPOLoss, KTOLoss, VanillaKTOLoss
 from .reward import LogExpLoss, PairWiseLoss, PRMLoss
-from .rl import LOG_RATIO_MAX, PolicyLoss, ValueLoss
+from .rl import PolicyLoss, ValueLoss, log_ratio_limit
 from .chunked import FusedLinearGPTLMLoss, FusedLinearKDLoss
 from .sft import GPTLMLoss, KDLoss
+from .placeholders import check_placeholders  # PRM data: does every step keep its placeholder token?
 
 __all__ = [
     "GPTLMLoss",
@@ -27,5 +28,6 @@ __all__ = [
     "masked_mean",
     "FusedLinearGPTLMLoss",
     "FusedLinearKDLoss",
-    "LOG_RATIO_MAX",
+    "check_placeholders",
+    "log_ratio_limit",
 ]

@@ -6,8 +6,8 @@ r"""Masked reductions.
     \qquad
     \frac{\partial}{\partial x_i} \operatorname{masked\_mean} = \frac{m_i}{\sum_d m}
 
-lossviz hardening over the seed: a slice whose mask is all zero has mean 0 instead of
-``0 / 0 = NaN``. Masked positions are multiplied by zero as in the seed, so keep padding
+lossviz hardening over OpenRLHF v0.5.3: a slice whose mask is all zero has mean 0 instead of
+``0 / 0 = NaN``. Masked positions are multiplied by zero as in OpenRLHF, so keep padding
 finite: a NaN there still propagates (``NaN * 0 = NaN``), as in OpenRLHF. Selecting it away
 with ``torch.where`` costs about 30% of a PPO loss's time, which this hot path does not pay.
 """

@@ -76,6 +76,9 @@ def _ce_chunk(z: torch.Tensor, y: torch.Tensor, keep: torch.Tensor, denom: torch
 
 def _kd_chunk(z, t, keep, denom, out_z: Optional[torch.Tensor], out_t: Optional[torch.Tensor]):
     """Sum over kept rows of x = Σ_v q_v f_v log p_v; gradients of -Σ x / denom written into the outs."""
+    if not bool(keep.all()):  # ignored rows become zeros: NaN or inf padding there must not reach the gradient
+        z = torch.where(keep.unsqueeze(1), z, 0.0)
+        t = torch.where(keep.unsqueeze(1), t, 0.0)
     q = torch.softmax(t, dim=-1)  # (c, V)
     logp = torch.log_softmax(z, dim=-1)
     infinite = torch.isinf(z)

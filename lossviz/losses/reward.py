@@ -11,9 +11,11 @@ margin :math:`m`:
 
 The margin shifts the curve: the gap at which the gradient fades moves from about 2 to
 about :math:`2 + m`. The loss is the mean over pairs. ``LogExpLoss`` is the same function
-written as :math:`\log(1 + e^{r_r - r_c})`; the seed computes it literally, which overflows
-(a gap of 100 in float32 gives ``inf``, then ``NaN`` gradients) and ignores ``margin``.
-lossviz computes both through ``logsigmoid``: finite at any gap, margin honoured.
+written as :math:`\log(1 + e^{r_r - r_c})`; OpenRLHF v0.5.3 computes it literally, which overflows
+(with :math:`\Delta = r_c - r_r`, ``exp(-Δ)`` is ``inf`` in float32 once :math:`\Delta < -88.7`, a pair
+ranked wrongly by more than 88.7, and the gradients become ``NaN``) and ignores ``margin``.
+lossviz computes both through ``logsigmoid``: finite at any gap, margin honoured. The margin
+of ``LogExpLoss`` is a lossviz extension: with a margin it is no longer OpenRLHF's loss.
 
 **PRMLoss.** Only positions where ``inputs == placeholder_token_id`` count. With reward
 tokens :math:`(+, -)` the logits there are restricted to those two ids, a two-way softmax,
@@ -30,10 +32,11 @@ minimal at :math:`d^* = \log\frac{p}{1-p}`; a hard label is :math:`p \in \{0, 1\
 ``reward_token_ids``, hard labels are token ids and the cross-entropy runs over the whole
 vocabulary. The loss is the mean over counted positions (label ``-100`` ignored);
 ``acc`` is the fraction of counted positions whose argmax logit matches the label
-(the argmax of :math:`[p, 1-p]` for soft labels).
+(the argmax of :math:`[p, 1-p]` for soft labels; the tie :math:`p = 0.5` picks the first
+reward token, as ``torch.argmax`` does).
 
-lossviz hardening: soft labels of any floating dtype (the seed needs float32); hard
-labels are mapped to reward-token indices all at once (the seed's one-id-at-a-time
+lossviz hardening: soft labels of any floating dtype (OpenRLHF v0.5.3 needs float32); hard
+labels are mapped to reward-token indices all at once (OpenRLHF v0.5.3's one-id-at-a-time
 replacement corrupts labels when a reward id is itself a small index); a batch without a
 placeholder, a label that is not a reward token, or a wrong ``reward_token_ids`` length
 gives a ``ValueError``; positions labelled ``-100`` are left out of the mean and the
@@ -86,7 +89,14 @@ class PairWiseLoss(nn.Module):
 
 
 class LogExpLoss(nn.Module):
-    """The pairwise loss in its ``log(1 + exp(reject - chosen))`` form, computed without overflow."""
+    """The pairwise loss in its ``log(1 + exp(reject - chosen))`` form, computed without overflow.
+
+    Without ``margin`` it is a drop-in for OpenRLHF v0.5.3's ``LogExpLoss``: the same values and
+    gradients wherever the original is finite. With ``margin`` it is *not*: OpenRLHF's
+    ``LogExpLoss`` accepts ``margin`` and ignores it, while lossviz computes
+    ``log(1 + exp(reject - chosen + margin))``, which equals ``PairWiseLoss`` with that margin
+    (a documented extension). To reproduce the original's numbers, leave ``margin`` out.
+    """
 
     def forward(self, chosen_reward: torch.Tensor, reject_reward: torch.Tensor, margin: torch.Tensor = None) -> torch.Tensor:
         # log(1 + e^{-x}) is -logsigmoid(x): the identical function, evaluated stably
@@ -94,7 +104,15 @@ class LogExpLoss(nn.Module):
 
 
 class PRMLoss(nn.Module):
-    """Process reward model loss at placeholder positions, with hard or soft step labels."""
+    """Process reward model loss at placeholder positions, with hard or soft step labels.
+
+    Only steps whose placeholder is its own token count. A tokenizer that merges the
+    placeholder with a neighbour (a BPE token such as ``"▁ки\\nStep"``) leaves that step no
+    ``placeholder_token_id`` position, and it drops out of the loss without an error (only a
+    batch that loses every step raises). Check the data once before training with
+    :func:`lossviz.losses.check_placeholders` ``(tokenizer, texts, placeholder)``, which reports
+    every such step.
+    """
 
     def __init__(self, placeholder_token_id: int, reward_token_ids: Optional[List[int]] = None) -> None:
         super().__init__()
@@ -102,8 +120,10 @@ class PRMLoss(nn.Module):
             raise TypeError(f"placeholder_token_id must be an int, got {placeholder_token_id!r}")
         if reward_token_ids is not None:
             ids = list(reward_token_ids)
-            if any(isinstance(i, bool) or not isinstance(i, Integral) or i < 0 for i in ids):
-                raise TypeError(f"reward_token_ids must be non-negative ints, got {reward_token_ids!r}")
+            if any(isinstance(i, bool) or not isinstance(i, Integral) for i in ids):
+                raise TypeError(f"reward_token_ids must be ints (token ids), got {reward_token_ids!r}")
+            if any(i < 0 for i in ids):
+                raise ValueError(f"reward_token_ids must be token ids >= 0, got {reward_token_ids!r}")
             if len(ids) < 2 or len(set(ids)) != len(ids):
                 raise ValueError(f"reward_token_ids must hold at least 2 distinct token ids, got {reward_token_ids!r}")
             reward_token_ids = [int(i) for i in ids]

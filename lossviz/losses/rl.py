@@ -17,7 +17,7 @@ advantage :math:`A` and the trust region :math:`[1-\varepsilon_l, 1+\varepsilon_
 Once the ratio has left the trust region in the direction the advantage favours, the
 gradient is zero. Dual clip (:math:`c > 1`) bounds the loss for :math:`A < 0`:
 :math:`\ell = \min(\ell, -cA)`, which is :math:`-cA` (zero gradient) for :math:`r > c`.
-Reduction: per-sequence masked mean then batch mean (seed), or with
+Reduction: per-sequence masked mean then batch mean (as OpenRLHF v0.5.3), or with
 ``token_level_loss=True`` one mean over all unmasked tokens of the batch.
 
 **ValueLoss.** With :math:`v_c = v_{\mathrm{old}} + \operatorname{clip}(v - v_{\mathrm{old}}, -\varepsilon_l, \varepsilon_h)`
@@ -32,24 +32,49 @@ and return :math:`R`:
 pessimistic: the clip only binds when it makes the loss larger; without ``clip_eps`` it is
 :math:`\tfrac12 (v-R)^2`.
 
-lossviz hardening: the log-ratio is clamped at ``LOG_RATIO_MAX = 20`` before ``exp`` (as
-current OpenRLHF does), so a log-ratio of 100 gives a finite loss and gradient in float32
-instead of ``inf``/``NaN``; below 20 the result is the seed's. A fully masked sequence
+Drop-in behaviour and where it departs from OpenRLHF v0.5.3. The ratio :math:`e^x` of a
+large log-ratio :math:`x` overflows. lossviz clamps :math:`x` before ``exp`` at
+
+.. math::
+
+    x_{\max} = \tfrac34 \log(\texttt{finfo.max})
+    = 532.3\ \text{(float64)},\ 66.5\ \text{(float32, bfloat16)},\ 8.3\ \text{(float16)},
+
+so the ratio never exceeds :math:`\texttt{finfo.max}^{3/4}` and leaves a factor
+:math:`\texttt{finfo.max}^{1/4}` (1e77 in float64, 4e9 in float32, 16 in float16) of room
+for the advantage and the sums of the reduction. For every log-ratio up to :math:`x_{\max}` the
+outputs and gradients are OpenRLHF v0.5.3's (the clamp is the identity there); beyond it
+the original's ratio exceeds :math:`1.5 \cdot 10^{231}` (float64) or :math:`7.9 \cdot 10^{28}`
+(float32), and lossviz returns the loss at :math:`x_{\max}` with zero gradient, where the
+original goes on growing until it returns ``inf`` and ``NaN`` gradients. ``log_ratio_max=c`` (keyword-only) moves the clamp
+to :math:`c` instead, e.g. ``20.0``, the upper log-ratio clamp of later OpenRLHF releases:
+then, as there, every log-ratio above :math:`c` counts as :math:`c` (loss
+:math:`-\min(e^c A, \operatorname{clip}(e^c) A)`, zero gradient).
+
+``advantages`` may have the shape of ``log_probs`` or any shape that broadcasts to it,
+e.g. ``[B, 1]`` for one advantage per sequence, as in OpenRLHF. A fully masked sequence
 contributes 0 instead of NaN (see :func:`masked_mean`).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
 from torch import nn
 
-from ._checks import check_mask, check_real, check_same_floats
+from ._checks import check_floats, check_mask, check_real, check_same_floats
 from ._reduce import masked_mean
 
-# exp(20) ~ 4.9e8: far outside any trust region, far below float32 overflow (exp(88.7))
-LOG_RATIO_MAX = 20.0
+
+def log_ratio_limit(dtype: torch.dtype) -> float:
+    """The default clamp of the log-ratio for ``dtype``: three quarters of ``log(finfo(dtype).max)``."""
+    return 0.75 * math.log(torch.finfo(dtype).max)
+
+
+# one dict lookup per call on the hot path
+_LOG_RATIO_LIMITS = {dt: log_ratio_limit(dt) for dt in (torch.float64, torch.float32, torch.bfloat16, torch.float16)}
 
 
 def _reduce(loss: torch.Tensor, action_mask: Optional[torch.Tensor], token_level_loss: bool) -> torch.Tensor:
@@ -81,8 +106,30 @@ def _clip_bounds(clip_eps, clip_eps_low, clip_eps_high, *, required: bool):
     )
 
 
+def _check_broadcast_advantages(log_probs, old_log_probs, advantages) -> None:
+    """advantages of another shape must broadcast to the shape of log_probs (e.g. [B, 1])."""
+    check_same_floats(("log_probs", "old_log_probs"), log_probs, old_log_probs)
+    check_floats(advantages=advantages)
+    try:
+        fits = torch.broadcast_shapes(advantages.shape, log_probs.shape) == log_probs.shape
+    except RuntimeError:
+        fits = False
+    if not fits:
+        raise ValueError(
+            f"advantages must have the shape of log_probs {tuple(log_probs.shape)} or broadcast to it "
+            f"(e.g. {tuple(log_probs.shape[:-1]) + (1,)}), got {tuple(advantages.shape)}"
+        )
+
+
 class PolicyLoss(nn.Module):
-    """PPO clipped surrogate loss, with optional asymmetric clip, dual clip and token-level mean."""
+    """PPO clipped surrogate loss, with optional asymmetric clip, dual clip and token-level mean.
+
+    ``log_ratio_max`` (keyword-only): where the log-ratio is clamped before ``exp``. ``None``
+    (default) clamps at :func:`log_ratio_limit` of the input dtype (532.3 in float64), which
+    leaves every result of OpenRLHF v0.5.3 with a ratio below ``finfo.max ** 0.75`` unchanged; a
+    number clamps there instead (``20.0`` as later OpenRLHF releases).
+    ``advantages`` may be ``[B, 1]`` (broadcast over the tokens).
+    """
 
     def __init__(
         self,
@@ -92,12 +139,15 @@ class PolicyLoss(nn.Module):
         clip_eps_high: Optional[float] = None,
         dual_clip: Optional[float] = None,
         token_level_loss: bool = False,
+        log_ratio_max: Optional[float] = None,
     ) -> None:
         super().__init__()
         if clip_eps is not None:
             check_real("clip_eps", clip_eps, low=0.0, low_open=True)
         self.clip_eps = clip_eps
         self.clip_eps_low, self.clip_eps_high = _clip_bounds(clip_eps, clip_eps_low, clip_eps_high, required=True)
+        # None: the dtype's own limit (drop-in); a number: a fixed clamp chosen by the user
+        self.log_ratio_max = None if log_ratio_max is None else check_real("log_ratio_max", log_ratio_max)
         if self.clip_eps_low >= 1.0:
             name = "clip_eps_low" if clip_eps_low is not None else "clip_eps"
             raise ValueError(f"{name} must be < 1 (the lower clip bound 1 - eps must stay positive), got {self.clip_eps_low}")
@@ -111,10 +161,20 @@ class PolicyLoss(nn.Module):
         advantages: torch.Tensor,
         action_mask: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
-        check_same_floats(("log_probs", "old_log_probs", "advantages"), log_probs, old_log_probs, advantages)
+        try:
+            per_token = advantages.shape == log_probs.shape
+        except AttributeError:  # not tensors: the detailed checks below name the argument
+            per_token = True
+        if per_token:
+            check_same_floats(("log_probs", "old_log_probs", "advantages"), log_probs, old_log_probs, advantages)
+        else:  # e.g. one advantage per sequence, [B, 1]
+            _check_broadcast_advantages(log_probs, old_log_probs, advantages)
         check_mask("action_mask", action_mask, "log_probs", log_probs)
+        limit = self.log_ratio_max
+        if limit is None:
+            limit = _LOG_RATIO_LIMITS.get(log_probs.dtype) or log_ratio_limit(log_probs.dtype)
         # in place on the fresh difference: the overflow guard costs no extra tensor
-        log_ratio = (log_probs - old_log_probs).clamp_(max=LOG_RATIO_MAX)  # (B, T)
+        log_ratio = (log_probs - old_log_probs).clamp_(max=limit)  # (B, T)
         ratio = log_ratio.exp()  # r
         surr_unclipped = ratio * advantages
         surr_clipped = ratio.clamp(1.0 - self.clip_eps_low, 1.0 + self.clip_eps_high) * advantages

@@ -24,11 +24,15 @@ at position :math:`t` and the label :math:`y_{t+1}` of the next position, over t
 Since :math:`\mathrm{KL}(q \,\|\, p) = -\sum_k q_k \log p_k - H(q)` and the teacher entropy
 :math:`H(q)` does not depend on the student, minimising this cross-entropy minimises the KL.
 Vocabulary entries where the student logit is infinite (masked-out tokens) are excluded from
-the sum, as in the seed.
+the sum, as in OpenRLHF v0.5.3.
 
 lossviz hardening: when every label is ``-100`` both losses return a zero that stays
 attached to the graph (zero gradient) instead of NaN; half-precision inputs are computed in
-float32 and float64 inputs stay in float64 (the result has that compute dtype).
+float32 and float64 inputs stay in float64 (the result has that compute dtype); student and
+teacher may differ in dtype (the loss is computed in the wider one, each gradient comes back
+in its input's dtype). In ``KDLoss`` a row whose label is ``-100`` may hold NaN or inf
+(padding): it is replaced by zeros before the softmaxes, so the loss ignores it and its
+gradient is 0, where OpenRLHF v0.5.3 returns a NaN loss (``NaN * 0`` in the masked sum).
 """
 
 from __future__ import annotations
@@ -106,11 +110,14 @@ class KDLoss(nn.Module):
             keep = (label != self.IGNORE_INDEX).reshape(-1)
             return ChunkedDistillation.apply(logits.reshape(-1, vocab), teacher_logits.reshape(-1, vocab), keep, self.chunk_size)
         dtype = torch.promote_types(compute_dtype(logits), compute_dtype(teacher_logits))
-        teacher_probs = F.softmax(teacher_logits.to(dtype), dim=-1)  # (..., V)  q
-        student_logprobs = F.log_softmax(logits.to(dtype), dim=-1)  # (..., V)  log p
+        keep_rows = (label != self.IGNORE_INDEX).unsqueeze(-1)  # (..., 1)
+        # ignored rows are replaced by zeros before the softmaxes: a NaN or inf there (padding) would
+        # otherwise turn that row's gradient into NaN (0 * NaN in the softmax backward)
+        teacher_probs = F.softmax(torch.where(keep_rows, teacher_logits.to(dtype), 0.0), dim=-1)  # (..., V)  q
+        student_logprobs = F.log_softmax(torch.where(keep_rows, logits.to(dtype), 0.0), dim=-1)  # (..., V)  log p
         # entries where the student logit is ±inf are excluded from the sum; zeroing log p there
         # (not only the product) also keeps the teacher's gradient finite (-inf * 0 would be NaN)
-        student_logprobs = torch.where(torch.isinf(logits), 0.0, student_logprobs)
+        student_logprobs = torch.where(torch.isinf(logits) & keep_rows, 0.0, student_logprobs)
         per_token = (teacher_probs * student_logprobs).sum(dim=-1).reshape(-1)  # (N,)  sum_k q_k log p_k
         keep = (label != self.IGNORE_INDEX).reshape(-1)  # (N,)
         total = torch.where(keep, per_token, 0.0).sum()

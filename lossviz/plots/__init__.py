@@ -26,27 +26,44 @@ def __getattr__(name):
 
 def request(name: str, sweep: Optional[Tuple[str, Sequence]] = None, x_range: Optional[Tuple[float, float]] = None, **params):
     """Validate everything (entry, parameters, sweep values, range) before any drawing."""
+    import math
+
     from ..cards.base import CardError
+    from ..errors import arg
     from ..registry import closest_first, get
+    from .core import COLORS
     from .lessons import PlotRequest
 
     card = get(name)
     if x_range is not None:
-        lo, hi = (float(v) for v in x_range)
+        try:
+            lo, hi = (float(v) for v in x_range)
+        except (TypeError, ValueError):
+            raise CardError(f"{arg('x_range')} must be two numbers (LO, HI); got {x_range!r}") from None
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise CardError(f"{arg('x_range')} must be finite; got {lo:g} {hi:g}")
         if not lo < hi:
-            raise CardError(f"--x-range needs LO < HI; got {lo:g} {hi:g}")
+            raise CardError(f"{arg('x_range')} needs LO < HI; got {lo:g} {hi:g}")
         x_range = (lo, hi)
     if sweep is None:
         return PlotRequest(card, [card.resolve(params)], None, x_range)
     key, values = sweep
     key = key.replace("-", "_")
     if key not in {p.name for p in card.params}:
-        raise CardError(f"--sweep: {card.name} has no parameter {key!r}; valid: {', '.join(closest_first(key, [p.name for p in card.params]))}")
+        valid = ", ".join(closest_first(key, [p.name for p in card.params])) or "(none: it takes no parameters)"
+        raise CardError(f"{arg('sweep')}: {card.name} has no parameter {key!r}; valid: {valid}")
     if key in params:
-        raise CardError(f"--sweep {key} and --{key.replace('_', '-')} both set {key}: give one")
+        raise CardError(f"{arg('sweep')} {key} and {arg(key)} both set {key}: give one")
     if not values:
-        raise CardError("--sweep needs at least one value: PARAM=v1,v2,...")
-    return PlotRequest(card, [card.resolve({**params, key: v}) for v in values], key, x_range)
+        raise CardError(f"{arg('sweep')} needs at least one value: PARAM=v1,v2,...")
+    if len(values) > len(COLORS):  # beyond the palette two curves would share a colour
+        raise CardError(f"{arg('sweep')} has {len(values)} values; at most {len(COLORS)} get distinct colours")
+    param_sets = [card.resolve({**params, key: v}) for v in values]
+    swept = [p[key] for p in param_sets]
+    repeated = sorted({f"{v:g}" if isinstance(v, float) else str(v) for v in swept if swept.count(v) > 1})
+    if repeated:
+        raise CardError(f"{arg('sweep')} repeats {key}={', '.join(repeated)}: give each value once")
+    return PlotRequest(card, param_sets, key, x_range)
 
 
 def figure(name: str, sweep=None, x_range=None, **params):

@@ -8,7 +8,8 @@ upgrade misses the cache. Only successfully built figures are stored; output che
 (format, directory, overwrite protection) run on every call, hit or miss.
 
 Location: ``$LOSSVIZ_CACHE_DIR``, else ``$XDG_CACHE_HOME/lossviz``, else ``~/.cache/lossviz``.
-``LOSSVIZ_NO_CACHE=1`` (or ``lossviz plot --no-cache``) turns it off. At most ``MAX_ENTRIES``
+``LOSSVIZ_NO_CACHE=1`` (or ``true``, ``yes``, ``on``; or ``lossviz plot --no-cache``) turns it off;
+``0``, ``false``, ``no``, ``off`` or empty leave it on. At most ``MAX_ENTRIES``
 figures are kept (the oldest go first). The cache holds pickles written by lossviz for this
 user; a file that fails to load is treated as a miss.
 """
@@ -29,8 +30,13 @@ MAX_ENTRIES = 200
 _PACKAGE = Path(__file__).resolve().parent.parent
 
 
+def cache_off() -> bool:
+    """``LOSSVIZ_NO_CACHE`` set to anything but empty, 0, false, no or off turns the cache off."""
+    return os.environ.get("LOSSVIZ_NO_CACHE", "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
 def cache_dir() -> Optional[Path]:
-    if os.environ.get("LOSSVIZ_NO_CACHE"):
+    if cache_off():
         return None
     base = os.environ.get("LOSSVIZ_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "lossviz"

@@ -1,15 +1,24 @@
-"""`lossviz compare`: several losses, or their gradient weights, on one axis."""
+"""`lossviz compare`: several losses, or their push, on axes where the comparison means something.
+
+``CUTS`` and ``AXIS_NAMES`` give each entry's natural axis (the explorers use them too). For a
+comparison the pairwise preference losses are moved onto one common axis, the reward margin:
+DPO, cDPO, IPO and vanilla KTO at βh (the implicit-reward margin, h the log-ratio margin), KTO
+at β(Δ - z) (the implicit reward above the reference point), the reward models at their gap
+r_c - r_r. On that axis DPO's -log σ(βh) and the pairwise loss -log σ(Δ) are the same curve.
+Every other entry keeps its own axis in its own panel, and a curve far larger than the others
+(IPO's linear pull) gets a panel of its own, so every panel has a linear, honest y scale.
+"""
 
 from __future__ import annotations
 
-from typing import Dict, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import sympy as sp
 
 from ..cards.base import CardError, Derivation
 from ..registry import get
-from .core import COLORS, new_figure, sample_axis
+from .core import COLORS, new_figure, sample_axis, zero_line
 from .cut import along
 from .lessons import suptitle
 
@@ -37,37 +46,115 @@ AXIS_NAMES = {
 }
 
 
+REWARD = "reward"
+# entries compared on the reward-margin axis: x_natural = u / scale(params)
+REWARD_SCALE = {
+    "dpo": lambda p: float(p["beta"]), "cdpo": lambda p: float(p["beta"]), "ipo": lambda p: float(p["beta"]),
+    "vanilla-kto": lambda p: float(p["beta"]), "kto": lambda p: float(p["beta"]),
+    "pairwise": lambda p: 1.0, "logexp": lambda p: 1.0,
+}
+REWARD_NAMES = {"dpo": "βh", "cdpo": "βh", "ipo": "βh", "vanilla-kto": "βh (Δ_r = 0)", "kto": "β(Δ - z), z = 0", "pairwise": "r_c - r_r",
+                "logexp": "r_c - r_r"}
+AXIS_LABELS = {
+    REWARD: "reward margin u (nats): βh for the DPO family, β(Δ - z) for KTO, r_c - r_r for reward models",
+    "basics": "x", "gptlm": "logit $z_0$ ($z_1 = z_2 = 0$)", "kd": "student logit $z_0$ (teacher logits (1, 0, -1))",
+    "ppo-policy": "log-ratio $\\log r$ (A = 1)", "ppo-value": "value error $v - R$", "prm": "logit difference $d = z_+ - z_-$",
+}
+DEFAULT_RANGES = {REWARD: (-10.0, 10.0), "basics": (-8.0, 8.0), "gptlm": (-6.0, 6.0), "kd": (-6.0, 6.0), "ppo-policy": (-1.0, 1.0),
+                  "ppo-value": (-3.0, 3.0), "prm": (-8.0, 8.0)}
+DWARF = 20.0  # a curve whose peak is this many times the others' gets its own panel
+
+
+def _axis_of(name: str) -> str:
+    return REWARD if name in REWARD_SCALE else name
+
+
+def _curve(card, params, u):
+    """(loss, push) of ``card`` along its compare axis, at the axis values ``u``."""
+    d = Derivation(card, card.resolve(params))
+    cut = {v: e for v, e in CUTS[card.name].items() if v in d.variables}
+    scale = REWARD_SCALE[card.name](d.params) if card.name in REWARD_SCALE else 1.0
+    curve = along(d, X, cut)
+    # x_natural = u / scale, so d/du = (1/scale) d/dx
+    return curve.loss(u / scale), -curve.grad(u / scale) / scale
+
+
 def compare(names: Sequence[str], what: str = "grad", x_range=None, **params):
     if what not in ("loss", "grad"):
         raise CardError(f"--what must be loss or grad; got {what!r}")
     if len(names) < 1:
         raise CardError("compare needs at least one loss name")
     cards = [get(n) for n in names]
+    if len({c.name for c in cards}) != len(cards):
+        raise CardError(f"compare: an entry is named twice in {', '.join(names)}")
+    if len(cards) > len(COLORS):
+        raise CardError(f"compare takes at most {len(COLORS)} entries (one colour each); got {len(cards)}")
     known = {p.name for c in cards for p in c.params}
     for key in params:
         if key not in known:
             raise CardError(f"no entry among {', '.join(c.name for c in cards)} has the parameter --{key.replace('_', '-')}")
-    lo, hi = x_range or (-10.0, 10.0)
-    if not lo < hi:
-        raise CardError(f"--x-range needs LO < HI; got {lo:g} {hi:g}")
-    xs = sample_axis(lo, hi)
-    fig, axes = new_figure(1, 1, width=5.6, height=3.4)
-    ax = axes[0][0]
+    if x_range is not None and not x_range[0] < x_range[1]:
+        raise CardError(f"--x-range needs LO < HI; got {x_range[0]:g} {x_range[1]:g}")
+    curves = []  # (card, colour, axis, xs, ys)
     for i, card in enumerate(cards):
         own = {k: v for k, v in params.items() if k in {p.name for p in card.params}}
-        d = Derivation(card, card.resolve(own))
-        curve = along(d, X, {v: e for v, e in CUTS[card.name].items() if v in d.variables})
-        ys = curve.loss(xs) if what == "loss" else -curve.grad(xs)
-        (line,) = ax.plot(xs, ys, color=COLORS[i % len(COLORS)], label=f"{card.name} ({AXIS_NAMES[card.name]})")
-        line.set_gid(f"{what}:{card.name}")
-    peaks = [float(np.nanmax(np.abs(line.get_ydata()))) for line in ax.get_lines()]
-    if len(peaks) > 1 and max(peaks) > 20 * max(min(peaks), 1e-12):
-        # one curve dwarfs the others (IPO's linear pull): symlog keeps the small ones readable
-        ax.set_yscale("symlog", linthresh=max(min(peaks), 1e-6))
-    ax.axhline(0, color="0.6", linewidth=0.8)
-    ax.set_xlabel("margin / natural axis x (per entry, in brackets)")
-    ax.set_ylabel("loss" if what == "loss" else r"gradient weight $-\partial\ell/\partial x$ (how hard the example is pushed)")
-    ax.legend(loc="best")
+        axis = _axis_of(card.name)
+        xs = sample_axis(*(x_range or DEFAULT_RANGES[axis]))
+        loss, push = _curve(card, own, xs)
+        curves.append((card, COLORS[i], axis, xs, loss if what == "loss" else push))
+    panels = _panels(curves)
+    cols = min(len(panels), 3)
+    rows = (len(panels) + cols - 1) // cols
+    fig, axes = new_figure(rows, cols, width=6.0 if cols == 1 else 3.6, height=3.2)
+    for k, ax in enumerate(axes.flat):
+        if k >= len(panels):
+            ax.set_visible(False)
+            continue
+        axis, members = panels[k]
+        zero_line(ax)
+        present = {card.name for card, *_ in members}
+        for card, color, _, xs, ys in members:
+            name = REWARD_NAMES.get(card.name, AXIS_NAMES[card.name]) if axis == REWARD else AXIS_NAMES[card.name]
+            label = f"{card.name} (x = {name})"
+            if card.name == "pairwise" and "dpo" in present and float(params.get("margin", 0.0)) == 0.0:
+                label += ": the dpo curve, -log σ(Δ) at Δ = βh"  # the lesson of this axis
+            (line,) = ax.plot(xs, ys, color=color, label=label, linestyle=_style(card.name))
+            line.set_gid(f"{what}:{card.name}")
+        ax.set_xlabel(AXIS_LABELS[axis] if axis != REWARD else "reward margin u (nats)")
+        ax.set_ylabel("loss" if what == "loss" else "push = $-\\partial\\ell/\\partial u$\n(per nat of margin)" if axis == REWARD
+                      else "push = $-\\partial\\ell/\\partial x$")
+        ax.legend()
     shown = ", ".join(f"{k}={v}" for k, v in params.items())
-    suptitle(fig, f"{'loss' if what == 'loss' else 'gradient weight'} of {', '.join(c.name for c in cards)}" + (f" ({shown})" if shown else " (defaults)"))
+    what_text = "loss" if what == "loss" else "push (minus the gradient)"
+    note = "; x: " + AXIS_LABELS[REWARD] if any(axis == REWARD for axis, _ in panels) else ""
+    suptitle(fig, f"{what_text} of {', '.join(c.name for c in cards)}" + (f" ({shown})" if shown else " (defaults)") + note)
     return fig
+
+
+def _style(name: str):
+    # the curves that coincide are told apart by dashes
+    return {"pairwise": "--", "logexp": ":", "vanilla-kto": "-."}.get(name, "-")
+
+
+def _panels(curves) -> List[Tuple[str, list]]:
+    """Group curves by axis, then split off curves whose size dwarfs the rest (one linear y scale per panel)."""
+    panels = []
+    for axis in dict.fromkeys(c[2] for c in curves):
+        members = sorted((c for c in curves if c[2] == axis), key=lambda c: _peak(c[4]))
+        group = [members[0]]
+        for c in members[1:]:
+            if _peak(c[4]) > DWARF * max(_peak(group[0][4]), 1e-12):
+                panels.append((axis, group))
+                group = [c]
+            else:
+                group.append(c)
+        panels.append((axis, group))
+    for _, members in panels:  # keep the order the user named them in
+        members.sort(key=lambda c: [x[0].name for x in curves].index(c[0].name))
+    return panels
+
+
+def _peak(ys) -> float:
+    finite = np.abs(np.asarray(ys, dtype=float))
+    finite = finite[np.isfinite(finite)]
+    return float(finite.max()) if finite.size else 0.0

@@ -1,0 +1,199 @@
+"""The exercises of notebooks 00-06, with their solutions (kept out of the notebook cells).
+
+Importing this module registers every exercise with :func:`lossviz.teaching.exercise`.
+Expected values are lazy and, where the lesson has one, come from the card's sympy
+derivation (a fact, a solved equation, the derived gradient evaluated at a point); the
+others are computed here from their definition (a token count, a float32 limit).
+"""
+
+from __future__ import annotations
+
+import math
+
+from .teaching import exercise
+
+
+def _derive(name, **params):
+    from .registry import derive
+
+    return derive(name, **params)
+
+
+def _zeros(**values):
+    """A DPO-style pair with every log-prob 0 except those given."""
+    pair = dict.fromkeys(("policy_chosen_logps", "policy_rejected_logps", "reference_chosen_logps", "reference_rejected_logps"), 0.0)
+    pair.update(values)
+    return pair
+
+
+# --- 00 basics -------------------------------------------------------------------------------
+
+def _basics_half():
+    import sympy as sp
+
+    from .symbolic import elementary
+
+    d = _derive("basics")
+    x = d.symbols["x"]
+    roots = sp.solve(sp.Eq(-elementary(d.gradient["x"]), sp.Rational(1, 2)), x)
+    (root,) = roots
+    return root
+
+
+exercise("basics-1", _basics_half, what="the x where the push -∂ℓ/∂x is 1/2",
+         hint="the push is σ(-x); or find the root of push(x) - 0.5 with bisect(f, -10, 10)")
+exercise("basics-2", lambda: -_derive("basics").fact("gradient_limit_neg_inf").value, what="the largest push (x → -∞)",
+         hint="evaluate push(x) far to the left, e.g. x = -50")
+exercise("basics-3", lambda: -_derive("basics").evaluate({"x": 3.0}, "x"), what="the push at x = 3",
+         hint="push(3.0), or σ(-3) = 1/(1 + e^3) by hand")
+
+# --- 01 SFT and distillation -------------------------------------------------------------------
+
+_STUDENT, _TEACHER = (0.5, -1.0, 2.0), (1.0, 0.0, -1.0)
+
+
+def _kl():
+    """KL(q‖p) = CE(q, p) - H(q): the KD card's loss (the cross-entropy) minus the teacher entropy."""
+    d = _derive("kd")
+    values = {f"logits_{k}": v for k, v in enumerate(_STUDENT)} | {f"teacher_logits_{k}": v for k, v in enumerate(_TEACHER)}
+    z = sum(math.exp(t) for t in _TEACHER)
+    q = [math.exp(t) / z for t in _TEACHER]
+    entropy = -sum(qk * math.log(qk) for qk in q)
+    return float(d.evaluate(values, "loss")) - entropy
+
+
+exercise("sft-1", lambda: _derive("gptlm", label="0").evaluate({"logits_0": 2.0, "logits_1": 0.0, "logits_2": -1.0}, "logits_0"),
+         what="∂L/∂z₀ for z = (2, 0, -1) and target 0",
+         hint="softmax(z)₀ - 1: the gradient is softmax minus one-hot")
+exercise("sft-2", _kl, what="KL(q‖p) for the student and teacher logits given",
+         hint="KDLoss is the cross-entropy CE(q, p); subtract the teacher entropy H(q) = -Σ q log q")
+
+# --- 02 DPO, cDPO, IPO ---------------------------------------------------------------------------
+
+
+def _cdpo_half_loss():
+    """The cDPO loss at ε = 1/2 (outside the production range) from the card, at β = 1 and h = 2."""
+    import sympy as sp
+
+    d = _derive("cdpo", beta=1.0)
+    eps = d.card.param("label_smoothing").symbol
+    loss = d.loss.subs(eps, sp.Rational(1, 2)).subs({d.symbols["policy_chosen_logps"]: 2, **{d.symbols[k]: 0 for k in
+                                                    ("policy_rejected_logps", "reference_chosen_logps", "reference_rejected_logps")}})
+    from .symbolic import elementary
+
+    return sp.N(elementary(loss), 30)
+
+
+exercise("dpo-1", lambda: -_derive("dpo", beta=0.3).evaluate(_zeros(), "policy_chosen_logps"),
+         what="the push on π^c at h = 0 for β = 0.3", hint="-∂L/∂π^c = β σ(-βh); at h = 0, σ(0) = 1/2")
+exercise("dpo-2", lambda: _derive("cdpo", beta=0.1, label_smoothing=0.1).fact("minimum").value,
+         what="the cDPO minimum h* for β = 0.1, ε = 0.1",
+         hint="find where the cDPO gradient crosses 0 (bisect over h in [-100, 100]), or solve βh* = log((1-ε)/ε)")
+exercise("dpo-3", _cdpo_half_loss, what="the ε = 0.5 loss at βh = 2",
+         hint="-(1/2)·log σ(2) - (1/2)·log σ(-2); it equals log(2·cosh(βh/2))")
+exercise("dpo-4", lambda: _derive("ipo", beta=0.5).fact("target").value, what="the IPO target margin for β = 0.5",
+         hint="the IPO gradient 2(h - 1/(2β)) vanishes at the target")
+
+# --- 03 KTO ----------------------------------------------------------------------------------------
+
+
+def _kto_peak():
+    import sympy as sp
+
+    peak = _derive("kto", symbolic=False).fact("gradient_peak").value
+    (z,) = [s for s in peak.free_symbols if s.name == "z_ref"]  # the reference point
+    return peak.subs(z, 2)
+
+
+exercise("kto-1", _kto_peak, what="the Δ where the desirable arm's push is largest (β = 0.1, z = 2)",
+         hint="the push -∂ℓ/∂Δ is bell-shaped; find where its slope is 0, or scan Δ and take the argmax", tolerance=1e-3)
+exercise("kto-2", lambda: -_derive("kto", symbolic=False).fact("gradient_peak_value").value,
+         what="the largest push of the desirable arm (β = 0.1, w_D = 1)",
+         hint="evaluate the push at its peak; σ(u)σ(-u) is largest at u = 0", tolerance=1e-6)
+exercise("kto-3", lambda: _derive("vanilla-kto", beta=1.0).evaluate(_zeros(policy_chosen_logps=1.0, policy_rejected_logps=0.5), "loss"),
+         what="the vanilla KTO loss for Δ_c = 1, Δ_r = 0.5, β = 1",
+         hint="both reference points are positive here: z_c = mean Δ_c, z_r = mean Δ_r, and each side uses the other's")
+
+# --- 04 PPO ----------------------------------------------------------------------------------------
+
+
+def _ratio_edge(**params):
+    return _derive("ppo-policy", **params).fact("zero_gradient_ratios_A_positive").value.inf
+
+
+def _dual_clip_edge():
+    import sympy as sp
+
+    zone = _derive("ppo-policy", clip_eps=0.2, dual_clip=3.0).fact("zero_gradient_ratios_A_negative").value
+    upper = [part for part in (zone.args if isinstance(zone, sp.Union) else (zone,)) if part.sup == sp.oo]
+    return upper[0].inf
+
+
+#: per-token advantages of the token-level exercise (rows: sequences; None: masked out)
+TOKEN_MEAN_ADVANTAGES = ((2.0, None, None, None), (-1.0, 0.5, 1.0, 0.5))
+
+
+def _token_level_mean():
+    """At r = 1 every unclipped token's loss is -A: the token-level mean is the mean over unmasked tokens."""
+    losses = [-a for row in TOKEN_MEAN_ADVANTAGES for a in row if a is not None]
+    return sum(losses) / len(losses)
+
+
+exercise("ppo-1", lambda: _ratio_edge(clip_eps=0.2), what="the ratio from which the A > 0 gradient is zero (ε = 0.2)",
+         hint="scan the card's gradient over r for A = +1 and find where it becomes 0", tolerance=1e-3)
+exercise("ppo-2", lambda: _ratio_edge(clip_eps_low=0.2, clip_eps_high=0.28),
+         what="the same edge with clip-higher (ε_low = 0.2, ε_high = 0.28)",
+         hint="with asymmetric clipping the upper edge is 1 + ε_high", tolerance=1e-3)
+exercise("ppo-3", _dual_clip_edge, what="the ratio above which dual clip (c = 3) stops the A < 0 gradient",
+         hint="for A < 0 the loss is capped at -cA; scan r for A = -1 and find where the gradient becomes 0 again", tolerance=1e-3)
+exercise("ppo-4", _token_level_mean, what="the token-level mean loss of the batch at r = 1",
+         hint="at r = 1 each unmasked token's loss is -A; average over all unmasked tokens of the batch")
+def _flat_zone_end():
+    d = _derive("ppo-value", clip_eps=0.2)
+    return d.fact("flat_zone_above").value.subs({d.symbols["old_values"]: 0, d.symbols["returns"]: 1}).sup
+
+
+exercise("ppo-5", _flat_zone_end,
+         what="where the value loss's flat zone ends (v_old = 0, R = 1, ε = 0.2)",
+         hint="scan v above v_old + ε and find where the gradient becomes non-zero again", tolerance=1e-3)
+
+
+# --- 05 reward models -------------------------------------------------------------------------------
+
+
+def _float32_overflow_gap():
+    import numpy as np
+
+    return -float(np.log(np.finfo(np.float32).max))
+
+
+exercise("rm-1", lambda: _derive("pairwise", margin=2.0).fact("fade_point").value,
+         what="the gap where the push has fallen to 1/10 (m = 2)",
+         hint="the push on r_c is σ(m - Δ); solve σ(m - Δ) = 0.1, or bisect push(Δ) - 0.1", tolerance=1e-6)
+exercise("rm-2", _float32_overflow_gap, what="the gap Δ below which the naive float32 log(1 + e^{-Δ}) is inf",
+         hint="e^{-Δ} overflows once -Δ exceeds log of the largest float32 (np.finfo(np.float32).max)", tolerance=1e-3)
+
+# --- 06 PRM ---------------------------------------------------------------------------------------------
+
+
+def _steps_kept(special_tokens=()):
+    from .teaching import MATH_SHEPHERD_STYLE, train_bpe
+
+    tokenizer = train_bpe(special_tokens=special_tokens)
+    (placeholder,) = tokenizer.encode("ки").ids  # the placeholder encoded alone, as OpenRLHF's PRM dataset finds its id
+    return sum(tokenizer.encode(text).ids.count(placeholder) for text in MATH_SHEPHERD_STYLE)
+
+
+def _steps_in_data():
+    from .teaching import MATH_SHEPHERD_STYLE
+
+    return sum(text.count("ки") for text in MATH_SHEPHERD_STYLE)
+
+
+exercise("prm-1", lambda: _derive("prm", p=0.8).fact("optimum").value, what="the soft-label optimum d* for p = 0.8",
+         hint="the gradient σ(d) - p vanishes where σ(d) = p")
+exercise("prm-2", _steps_in_data, what="the number of steps in the training lines", hint="count the placeholders in the texts", tolerance=0)
+exercise("prm-3", _steps_kept, what="the steps PRMLoss would train on with the unprotected tokenizer",
+         hint="the placeholder's id is the id of \"ки\" encoded alone; count it in the encodings of the lines", tolerance=0)
+exercise("prm-4", lambda: _steps_kept(special_tokens=["ки"]), what="the steps kept with the placeholder protected",
+         hint="count the placeholder's id in the protected tokenizer's encodings", tolerance=0)
