@@ -1,16 +1,17 @@
 """Latency of the explorer: median time from a slider change to the redrawn figure and facts (target < 50 ms).
 
-Every visible slider of every explorer is swept across its range (``--moves`` distinct values)
-three ways:
+Every visible slider of every explorer is moved ``--moves`` times in four ways:
 
-- ``kernel``: inside a running event loop, as in a Jupyter kernel. The figure and the numeric
-  facts are redrawn in the move; the LaTeX of a value not printed before waits until the slider
-  has rested (``Explorer.latex_delay``), so a drag is not slowed by sympy.
-- ``printed``: no event loop (plain Python): each move also prints the loss, gradient and facts
-  at the new value with sympy. This is the cost of the print itself, paid once per value.
-- ``again``: the same values swept back: the LaTeX comes from the cache.
+- ``drag``: step by step from its default value, as a learner drags the handle, inside a running
+  event loop as in a Jupyter kernel. The figure and the numeric facts are redrawn in the move;
+  the LaTeX of a value not printed before waits until the slider rests (``Explorer.latex_delay``).
+- ``jumps``: the same, but the values jump evenly across the whole range (the axes are refitted
+  more often: a full draw instead of a blit).
+- ``printed``: the jumps without an event loop (plain Python): each move also prints the loss,
+  gradient and facts at the new value with sympy, the cost paid once per value.
+- ``again``: the jumps swept back: the LaTeX comes from the cache.
 
-    python benchmarks/bench_widgets.py [--moves 30] [--entries dpo kto ...]
+    python benchmarks/bench_widgets.py [--moves 20] [--entries dpo kto ...]
 """
 
 from __future__ import annotations
@@ -21,35 +22,44 @@ import statistics
 import time
 
 
-def sweep(explorer, moves):
-    """Times of every move over every visible slider: (forward, backward) lists of seconds."""
-    forward, backward = [], []
-    for slider in list(explorer.sliders.values()):
-        if slider.disabled or slider.layout.display == "none":
-            continue
-        initial = slider.value
-        values = [slider.min + (slider.max - slider.min) * k / (moves - 1) for k in range(moves)]
-        for times, order in ((forward, values), (backward, values[::-1])):
-            for v in order:
-                start = time.perf_counter()
-                slider.value = v  # the observer redraws synchronously
-                times.append(time.perf_counter() - start)
-        slider.value = initial
-    return forward, backward
+def visible(explorer):
+    return [s for s in explorer.sliders.values() if not s.disabled and s.layout.display != "none"]
 
 
-async def in_kernel_loop(name, moves):
+def timed(slider, values):
+    times = []
+    for v in values:
+        start = time.perf_counter()
+        slider.value = v  # the observer redraws synchronously
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def jumps(slider, moves):
+    return [slider.min + (slider.max - slider.min) * k / (moves - 1) for k in range(moves)]
+
+
+def drag(slider, moves):
+    step = slider.step if slider.value + moves * slider.step <= slider.max else -slider.step
+    return [slider.value + step * (k + 1) for k in range(moves)]
+
+
+async def in_kernel_loop(name, moves, values_of):
     from lossviz.widgets import Explorer
 
     explorer = Explorer(name)
-    forward, _ = sweep(explorer, moves)
-    await asyncio.sleep(explorer.latex_delay + 0.05)  # let the deferred print run, as it would after a drag
-    return forward
+    times = []
+    for slider in visible(explorer):
+        initial = slider.value
+        times += timed(slider, values_of(slider, moves))
+        await asyncio.sleep(explorer.latex_delay + 0.05)  # the slider rests: the deferred print runs, as after a drag
+        slider.value = initial
+    return times
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--moves", type=int, default=30)
+    parser.add_argument("--moves", type=int, default=20)
     parser.add_argument("--entries", nargs="+", default=None, help="default: every explorer")
     args = parser.parse_args()
 
@@ -57,20 +67,25 @@ def main():
 
     entries = args.entries or list(VIEWS)
     ms = lambda xs: statistics.median(xs) * 1e3
-    print(f"{'entry':<12} {'build s':>8} {'kernel ms':>10} {'printed ms':>11} {'again ms':>9}  sliders")
-    everything = {"kernel": [], "printed": [], "again": []}
+    kinds = ("drag", "jumps", "printed", "again")
+    print(f"{'entry':<12} {'build s':>8} " + " ".join(f"{k + ' ms':>10}" for k in kinds) + "  sliders")
+    everything = {k: [] for k in kinds}
     for name in entries:
         start = time.perf_counter()
         explorer = Explorer(name)
         build = time.perf_counter() - start
-        printed, again = sweep(explorer, args.moves)
-        kernel = asyncio.run(in_kernel_loop(name, args.moves))
-        for key, xs in (("kernel", kernel), ("printed", printed), ("again", again)):
-            everything[key] += xs
-        shown = ", ".join(n for n, s in explorer.sliders.items() if not s.disabled and s.layout.display != "none")
-        print(f"{name:<12} {build:>8.2f} {ms(kernel):>10.1f} {ms(printed):>11.1f} {ms(again):>9.1f}  {shown}")
-    print(f"median over all moves: kernel {ms(everything['kernel']):.1f} ms, printed {ms(everything['printed']):.1f} ms, "
-          f"again {ms(everything['again']):.1f} ms (target < 50 ms)")
+        times = {"drag": asyncio.run(in_kernel_loop(name, args.moves, drag)),
+                 "jumps": asyncio.run(in_kernel_loop(name, args.moves, jumps)), "printed": [], "again": []}
+        for slider in visible(explorer):
+            initial, values = slider.value, jumps(slider, args.moves)
+            times["printed"] += timed(slider, values)
+            times["again"] += timed(slider, values[::-1])
+            slider.value = initial
+        for k in kinds:
+            everything[k] += times[k]
+        shown = ", ".join(s.description for s in visible(explorer))
+        print(f"{name:<12} {build:>8.2f} " + " ".join(f"{ms(times[k]):>10.1f}" for k in kinds) + f"  {shown}")
+    print("median over all moves: " + ", ".join(f"{k} {ms(everything[k]):.1f} ms" for k in kinds) + " (target < 50 ms)")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ import argparse
 import os
 import re
 import sys
+import warnings
+from contextlib import contextmanager
 from typing import Optional, Sequence
 
 from .errors import cli_spelling
@@ -132,10 +134,13 @@ def _card_help(card) -> str:
 
 
 def _list(args) -> int:
-    from .registry import cards
+    from .registry import BUILTIN, cards, origin
     from .render import table
 
     print("\n".join(table(cards())))
+    added = [f"{c.name}: {origin(c.name)}" for c in cards() if origin(c.name) != BUILTIN]
+    if added:
+        print("\nfrom plugins (entry-point group lossviz.cards):\n" + "\n".join(f"  {line}" for line in added))
     return 0
 
 
@@ -277,7 +282,11 @@ def _plot(args) -> int:
     from .plots.core import PlotError
 
     as_typed = {"command": "plot", "name": args.name, "params": list(args.params), "sweep": args.sweep, "x_range": args.x_range}
-    entry_key = None if args.no_cache else cache.key(as_typed)
+    entry_key = None
+    if not args.no_cache:
+        from .plugins import fingerprint
+
+        entry_key = cache.key({**as_typed, "plugins": fingerprint()})  # a new or edited plugin card misses the cache
     hit = cache.load(entry_key) if entry_key else None
     if hit is not None:  # built before by this very code: render and save, no sympy
         fig, stem = hit
@@ -290,11 +299,12 @@ def _plot(args) -> int:
     try:
         card = get(args.name)
         given = parse_card_params(card.name, card.params, args.params, "plot", [args.name])
-        from .plots import FIGURES, request, resolve_output, styled
+        from .plots import request, resolve_output, styled
+        from .plots.lessons import builder
 
         req = request(card.name, _parse_sweep(args.sweep), args.x_range, **given)
         resolve_output(args.out, args.format, "check")  # a bad --out fails before any drawing
-        fig, stem = styled(FIGURES[req.card.name], req), _default_stem(req)
+        fig, stem = styled(builder(req.card), req), _default_stem(req)
         if entry_key:
             cache.store(entry_key, (fig, stem))
         return _save(args, fig, stem)
@@ -435,9 +445,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextmanager
+def _plugin_warnings_on_one_line():
+    """A skipped plugin card is reported as one line on stderr (``lossviz: warning: plugin ...``), every time."""
+    from .errors import PluginWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", PluginWarning)
+        shown = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, PluginWarning):
+                print(f"lossviz: warning: {message}", file=sys.stderr)
+            else:
+                shown(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        yield
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
-        with cli_spelling():  # error messages name --flags, not Python argument names
+        with cli_spelling(), _plugin_warnings_on_one_line():  # messages name --flags, not Python argument names
             code = _main(argv)
         sys.stdout.flush()  # a closed pipe shows up here, not at interpreter exit
         return code

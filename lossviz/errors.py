@@ -20,6 +20,16 @@ class LossvizError(ValueError):
     """A user mistake (a bad name, parameter, value or output): the message is one line naming the argument."""
 
 
+class PluginError(LossvizError):
+    """A third-party card (entry-point group ``lossviz.cards``) that cannot be used: it failed to
+    import, is not a ``Card`` subclass, declares invalid class attributes, or its name clashes.
+    The message is one line naming the plugin; the built-in entries are unaffected."""
+
+
+class PluginWarning(UserWarning):
+    """Issued once per skipped plugin when the registry loads; its message is a :class:`PluginError`'s."""
+
+
 def flag(name: str) -> str:
     """``label_smoothing`` -> ``--label-smoothing``."""
     return "--" + name.replace("_", "-")

@@ -23,7 +23,8 @@ For each entry, on the chosen device and dtype:
    (a random direction, step 1e-6) and ``torch.autograd.gradcheck``.
 
 Errors are norm-wise: the largest absolute difference over a batch's gradients divided by
-the largest expected magnitude; for the loss, divided by the sum of the magnitudes of its
+the largest expected magnitude (at least ``GRADIENT_FLOOR`` = 1e-6 of the loss's size, for
+batches whose sigmoids all saturate); for the loss, divided by the sum of the magnitudes of its
 per-example terms (a PPO loss whose terms of both signs cancel to nearly 0 cannot be held to
 a relative error of its tiny sum); for finite differences, divided by the sum of the
 magnitudes of the directional derivative's terms, for the same reason, and at least by
@@ -53,7 +54,7 @@ SAMPLES = 8
 # The ranges are the interesting part of each parameter's valid range (Param.low/high still
 # validate every draw); a parameter not listed keeps its default.
 _DRAWS = {
-    "beta": ("log", 0.02, 5.0, 0.0),
+    "beta": ("log", 0.02, 2.0, 0.0),
     "label_smoothing": ("uniform", 0.0, 0.45, 0.0),
     "desirable_weight": ("uniform", 0.1, 3.0, 0.0),
     "undesirable_weight": ("uniform", 0.1, 3.0, 0.0),
@@ -66,8 +67,12 @@ _DRAWS = {
 }
 # Upper ends of the draws in float32 and bfloat16, where rounding alone would exceed the tolerance:
 # the rounding of a log-ratio (relative 2^-24 or 2^-8 of log-probs of size ~5) moves βΔ by β times as
-# much; and cDPO's gradient (1-ε)σ(-βh) - εσ(βh) cancels to a fraction 1 - 2ε of its terms.
-_LOW_PRECISION_MAX = {"beta": 1.0, "label_smoothing": 0.3}
+# much, and a sigmoid saturates sooner; cDPO's gradient (1-ε)σ(-βh) - εσ(βh) cancels to a fraction
+# 1 - 2ε of its terms.
+_LOW_PRECISION_MAX = {"beta": 0.5, "label_smoothing": 0.3}
+# Gradients below this fraction of the loss's size are compared in absolute terms at that level: in a batch
+# whose sigmoids all saturate, torch's σ(1 - σ) rounds at the loss's scale, not at the tiny gradient's.
+GRADIENT_FLOOR = 1e-6
 
 
 class VerifyError(ValueError):
@@ -156,10 +161,17 @@ def sample_params(card: Card, rng, fixed: Mapping[str, object], switched_on: Opt
 
     ``switched_on`` says which optional parameters (dual clip, ...) are set; those not named are
     set with the chance that ``_DRAWS`` gives. A draw the production class refuses (e.g. a
-    value loss with only one asymmetric clip width) is drawn again, then with every optional
-    parameter left to chance, so every set is one a user could pass.
+    value loss with only one asymmetric clip width) is drawn again; then with only the first
+    switch kept and the other optional parameters off (the unclipped value loss); then with
+    every optional parameter left to chance. So every set is one a user could pass.
     """
+    switched_on = dict(switched_on or {})
+    first = next(iter(switched_on), None)
     for attempt in range(100):
+        if attempt == 20:
+            switched_on = {name: (on if name == first else False) for name, on in switched_on.items()}
+        elif attempt == 40:
+            switched_on = {}
         drawn: Dict[str, object] = {}
         for prm in card.params:
             if prm.name in fixed or prm.is_case or prm.name not in _DRAWS:
@@ -168,7 +180,7 @@ def sample_params(card: Card, rng, fixed: Mapping[str, object], switched_on: Opt
             if dtype != "float64":
                 high = min(high, _LOW_PRECISION_MAX.get(prm.name, high))
             if prm.optional:
-                on = (switched_on or {}).get(prm.name) if attempt < 20 else None
+                on = switched_on.get(prm.name)
                 if not (rng.random() >= none_chance if on is None else on):
                     drawn[prm.name] = None
                     continue
@@ -388,7 +400,7 @@ def verify_card(card: Card, device: str = "auto", dtype: str = "float64", seed: 
             if not np.isfinite(value):
                 loss_rel = loss_err = float("inf")
             candidates = [(loss_rel, loss_err, f"{where_set}: loss")]
-            scale = max([float(np.max(np.abs(g))) for g in want_grads.values() if np.size(g)] + [0.0]) or 1.0
+            scale = max([float(np.max(np.abs(g))) for g in want_grads.values() if np.size(g)] + [GRADIENT_FLOOR * loss_scale]) or 1.0
             for i, g in zip(spec.grad_args, got):
                 g = np.zeros(np.shape(arrays[i])) if g is None else g.detach().to(torch.float64).cpu().numpy()
                 diff = np.abs(g - want_grads[i])

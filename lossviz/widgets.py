@@ -132,8 +132,8 @@ VIEWS: Dict[str, View] = {
                         knobs=(Knob("delta_r", 0.0, -10.0, 10.0, "the rejected example's log-ratio Δ_r (its reference point for the chosen side is max(Δ_r, 0))"),)),
     "ppo-policy": View(r"$\log r = \log\pi - \log\pi_{old}$", r"\log r", (-1.0, 1.75), {"log_probs": X, "old_log_probs": 0, "advantages": _k("A")},
                        knobs=(Knob("A", 1.0, -2.0, 2.0, "the advantage A (its sign picks the side that is clipped)"),),
-                       markers=(Marker("log(1 - ε_low)", position=lambda c, p: sp.log(1 - c.bounds(p)[0])),
-                                Marker("log(1 + ε_high)", position=lambda c, p: sp.log(1 + c.bounds(p)[1])),
+                       markers=(Marker("lower clip edge log(1 - ε_low)", position=lambda c, p: sp.log(1 - c.bounds(p)[0])),
+                                Marker("upper clip edge log(1 + ε_high)", position=lambda c, p: sp.log(1 + c.bounds(p)[1])),
                                 Marker("log c (dual clip)", position=lambda c, p: None if p["dual_clip"] is None else sp.log(p["dual_clip"]))),
                        windows={"clip_eps": (0.01, 0.9, 0.01), "clip_eps_low": (0.01, 0.9, 0.01), "clip_eps_high": (0.01, 2.0, 0.01),
                                 "dual_clip": (1.05, 5.0, 0.05)},
@@ -141,9 +141,9 @@ VIEWS: Dict[str, View] = {
     "ppo-value": View(r"$v$ (new value)", "v", (-3.0, 3.0), {"values": X, "old_values": _k("v_old"), "returns": _k("R")},
                       knobs=(Knob("v_old", 0.0, -2.0, 2.0, "the old value v_old (the clip is centred on it)"),
                              Knob("R", 1.0, -2.0, 2.0, "the return R (the regression target)")),
-                      markers=(Marker("v_old - ε_low", position=lambda c, p: None if c.bounds(p)[0] is None else _k("v_old") - c.bounds(p)[0]),
-                               Marker("v_old + ε_high", position=lambda c, p: None if c.bounds(p)[1] is None else _k("v_old") + c.bounds(p)[1]),
-                               Marker("R", position=lambda c, p: _k("R"))),
+                      markers=(Marker("lower clip edge", position=lambda c, p: None if c.bounds(p)[0] is None else _k("v_old") - c.bounds(p)[0]),
+                               Marker("upper clip edge", position=lambda c, p: None if c.bounds(p)[1] is None else _k("v_old") + c.bounds(p)[1]),
+                               Marker("return R", position=lambda c, p: _k("R"))),
                       zones=(("flat_zone_above", "zero gradient (clip binds)"), ("flat_zone_below", "zero gradient (clip binds)")),
                       windows={"clip_eps": (0.05, 2.0, 0.05), "clip_eps_low": (0.05, 2.0, 0.05), "clip_eps_high": (0.05, 2.0, 0.05)},
                       switched_on={"clip_eps": 0.2, "clip_eps_low": 0.2, "clip_eps_high": 0.5}),
@@ -488,7 +488,7 @@ class Explorer:
         self.grad_line.set_ydata(grad)
         rescaled = False
         for ax, ys in ((self.ax_loss, loss), (self.ax_grad, grad)):
-            rescaled |= _fit_ylim(ax, ys)
+            rescaled |= _fit_ylim(ax, ys, fresh=self._background is None)
         for k, line in self.marker_lines:
             x = float(low.markers[k][1](*args))
             line.set_xdata([x, x])
@@ -533,10 +533,14 @@ class Explorer:
     def _latex_items(self):
         """(cache key, expression, sliders it depends on) of every LaTeX text shown."""
         low, d = self.lowered, self.lowered.derivation
-        params = [p.name for p in self.sliding]
+        params = self._shown_params()
         items = [("loss", d.loss, params), ("gradient", self._gradient_expr(), params)]
         items += [("fact:" + f["name"], f["expr"], f["depends"]) for f in low.facts if f["kind"] == "latex"]
         return items
+
+    def _shown_params(self) -> List[str]:
+        """The parameters the formula is printed at: those that change something in this case."""
+        return [p.name for p in self.sliding if p.name in self.lowered.used]
 
     def _latex_ready(self) -> bool:
         return all(self._latex_key(key, depends) in self._latex_cache for key, _, depends in self._latex_items())
@@ -614,7 +618,7 @@ class Explorer:
 
     def _latex_html(self) -> str:
         low, d = self.lowered, self.lowered.derivation
-        params = [p.name for p in self.sliding]
+        params = self._shown_params()
         loss = self._latex_of("loss", d.loss, params)
         if len(low.gradient_variables) > 1:
             symbol = r"\nabla_{z}\mathcal{L}"
@@ -726,7 +730,7 @@ def _running_loop():
         return None
 
 
-def _fit_ylim(ax, ys) -> bool:
+def _fit_ylim(ax, ys, fresh: bool = False) -> bool:
     """Refit the y-limits when the curve leaves them or fills less than 40 % of them; True if changed.
 
     The new limits are rounded out to tick steps, so a small move does not redraw the axes
@@ -742,7 +746,9 @@ def _fit_ylim(ax, ys) -> bool:
     inside = current_lo + edge <= lo and hi <= current_hi - edge
     if inside and (hi - lo) >= 0.4 * (current_hi - current_lo):
         return False
-    lo, hi = lo - 0.06 * span, hi + 0.06 * span
+    # a curve that left the limits is likely still moving that way (a drag): room for it to go on without a redraw
+    pad = 0.06 if fresh or inside else 0.25
+    lo, hi = lo - pad * span, hi + pad * span
     ticks = MaxNLocator(nbins=5).tick_values(lo, hi)
     half = (ticks[1] - ticks[0]) / 2 if len(ticks) > 1 else span
     ax.set_ylim(math.floor(lo / half) * half, math.ceil(hi / half) * half)

@@ -4,6 +4,11 @@ Each notebook: the lesson and its notation in words, the sympy derivation render
 the verification table and the table itself, the production class on a real batch, the
 explorer, the lesson figure, and exercises. All logic lives in lossviz; the cells only call it.
 
+The sections every notebook has are generated from the cards (``derivations``,
+``verification_section``, ``explore_section``): the gradient shown is the one in the variable
+the card's ``axis`` moves, and the lesson figure is drawn as the card's first gallery ``Shot``
+draws it. The prose of each lesson is written here by hand.
+
 Exercise convention (tests/test_notebooks.py relies on it):
 
 - an answer cell holds one line per answer, exactly ``answer_N = ...  # what to compute``,
@@ -40,8 +45,17 @@ def ref(anchor: str, text: str) -> str:
     return f"[{text}]({REFS}#{anchor})"
 
 
-def derivation(name, variable, **params):
-    """A cell that derives an entry with sympy and renders its loss, one gradient and its facts."""
+def _card(name):
+    from lossviz.registry import get
+
+    return get(name)
+
+
+def derivation(name, **params):
+    """A cell that derives an entry with sympy and renders its loss, its facts, and the gradient in the
+    variable its lesson figure moves (the card's ``axis``)."""
+    card = _card(name)
+    variable = card.axis.moving(card.resolve(params))
     args = "".join(f", {k}={v!r}" for k, v in params.items())
     return "\n".join([
         f"d = lossviz.derive({name!r}{args})",
@@ -85,6 +99,44 @@ print(report.table())
 assert report.ok"""
 
 
+# --- the sections every notebook has, generated from the cards (the prose around them is hand-written)
+
+
+def derivations(*names, **params):
+    """One derivation cell per entry; each gets the parameters it has."""
+    cells = []
+    for name in names:
+        own = {p.name for p in _card(name).params}
+        cells.append(new_code_cell(derivation(name, **{k: v for k, v in params.items() if k in own})))
+    return cells
+
+
+def verification_section(*names):
+    """How to read the verification table, then the table for the entries."""
+    return [new_markdown_cell(verify_explained()), new_code_cell(verification(*names))]
+
+
+def lesson_figure(name):
+    """A cell showing the entry's lesson figure as its first gallery shot draws it (its parameters and sweep)."""
+    card = _card(name)
+    shot = card.gallery[0] if card.gallery else None
+    args = ""
+    if shot is not None and shot.sweep is not None:
+        args += f", sweep=({shot.sweep[0]!r}, {list(shot.sweep[1])!r})"
+    if shot is not None:
+        args += "".join(f", {k}={v!r}" for k, v in shot.params.items())
+    return new_code_cell(f"show(figure({name!r}{args}))".replace("'", "\""))
+
+
+def explore_section(*names, figures=None):
+    """The explorer of the entries and their lesson figures (``figures``: which of them; default all)."""
+    shown = names if figures is None else figures
+    target = repr(names[0]) if len(names) == 1 else repr(list(names))
+    heading = "## Explore, and the lesson figure" + ("s" if len(shown) > 1 else "")
+    return [new_markdown_cell(heading), new_code_cell(f"lossviz.explore({target})".replace("'", '"')),
+            *[lesson_figure(n) for n in shown]]
+
+
 EXERCISE_HOWTO = """Replace each `...` by your answer (an expression is fine) and run the cell; the next cell
 checks it. Stuck? `reveal("<key>")` prints a solution."""
 
@@ -107,9 +159,8 @@ different x. Papers cited in these notebooks are listed in the [references]({REF
 
 The card writes ℓ(x) in sympy; sympy differentiates it and finds the lesson's closed forms
 (limits, identities). Each fact prints as its name, its value, and what it means."""),
-        new_code_cell(derivation("basics", "x")),
-        new_markdown_cell(verify_explained()),
-        new_code_cell(verification("basics")),
+        *derivations("basics"),
+        *verification_section("basics"),
         new_markdown_cell("""## The production code on a real batch
 
 The pairwise reward-model loss is this curve applied to reward gaps: `PairWiseLoss` returns the
@@ -126,9 +177,7 @@ print(f"loss = {loss.item():.4f}")
 print("gap Δ:               ", chosen.detach().tolist())
 print("push × N (autograd): ", [round(v, 4) for v in (-chosen.grad * len(chosen)).tolist()])
 print("σ(-Δ):               ", [round(v, 4) for v in torch.sigmoid(-chosen.detach()).tolist()])"""),
-        new_markdown_cell("## Explore, and the lesson figure"),
-        new_code_cell('lossviz.explore("basics")'),
-        new_code_cell('show(figure("basics"))'),
+        *explore_section("basics"),
         new_markdown_cell(f"""## Exercises
 
 {EXERCISE_HOWTO}
@@ -163,10 +212,8 @@ gradient p − q. It is often mixed with the hard-label loss as a weighted sum. 
 temperature, {ref("hinton2015", "Hinton et al. 2015, §2")}, divides both logits by T first; `KDLoss`
 has no temperature.)"""),
         new_code_cell(SETUP),
-        new_code_cell(derivation("gptlm", "logits_0")),
-        new_code_cell(derivation("kd", "logits_0")),
-        new_markdown_cell(verify_explained()),
-        new_code_cell(verification("gptlm", "kd")),
+        *derivations("gptlm", "kd"),
+        *verification_section("gptlm", "kd"),
         new_markdown_cell("""## The production classes on a real batch
 
 Two sequences of 6 positions over a vocabulary of 5; prompt and padding labels are −100. The
@@ -222,9 +269,7 @@ compare("distillation", KDLoss()(F.linear(hidden, weight), teacher_logits, label
     ("chunked (chunk_size=4)", KDLoss(chunk_size=4)(F.linear(hidden, weight), teacher_logits, labels)),
     ("fused linear", FusedLinearKDLoss(chunk_size=4)(hidden, weight, teacher_hidden, teacher_weight, labels)),
 ])"""),
-        new_markdown_cell("## Explore, and the lesson figure"),
-        new_code_cell('lossviz.explore(["gptlm", "kd"])'),
-        new_code_cell('show(figure("kd"))'),
+        *explore_section("gptlm", "kd", figures=["kd"]),
         new_markdown_cell(f"""## Exercises
 
 {EXERCISE_HOWTO}
@@ -270,11 +315,8 @@ margin, smallest at h = 0 (the production class takes ε < 1/2 only).
 **IPO** ({ref("ipo", "Azar et al., Eq. 17")}) regresses the margin onto a target instead:
 L = (h − 1/(2β))², zero gradient at h = 1/(2β)."""),
         new_code_cell(SETUP),
-        new_code_cell(derivation("dpo", "policy_chosen_logps")),
-        new_code_cell(derivation("cdpo", "policy_chosen_logps")),
-        new_code_cell(derivation("ipo", "policy_chosen_logps")),
-        new_markdown_cell(verify_explained()),
-        new_code_cell(verification("dpo", "cdpo", "ipo")),
+        *derivations("dpo", "cdpo", "ipo"),
+        *verification_section("dpo", "cdpo", "ipo"),
         new_markdown_cell("""## The production class on a real batch
 
 `DPOLoss` returns the mean loss and, per pair, the chosen and rejected implicit rewards
@@ -299,9 +341,7 @@ print("push on π^c × N (autograd):       ", [round(v, 4) for v in (-policy_cho
 print("β σ(-βh):                         ", [round(v, 4) for v in (0.1 * torch.sigmoid(-margins)).tolist()])
 print(f"cDPO (ε = 0.1) loss {DPOLoss(beta=0.1, label_smoothing=0.1)(*batch)[0].item():.4f}; "
       f"IPO loss {DPOLoss(beta=0.1, ipo=True)(*batch)[0].item():.4f}")"""),
-        new_markdown_cell("## Explore, and the lesson figure"),
-        new_code_cell('explorers = lossviz.explore(["dpo", "cdpo", "ipo"])\nexplorers'),
-        new_code_cell('show(figure("cdpo", sweep=("label_smoothing", [0.0, 0.1, 0.3]), beta=0.1))'),
+        *explore_section("dpo", "cdpo", "ipo", figures=["cdpo"]),
         new_markdown_cell(f"""## Exercises
 
 {EXERCISE_HOWTO}
@@ -351,10 +391,8 @@ side and both log-ratios above 0 the loss is exactly σ(−βh), a function of D
 the sides decouple (∂²ℓ/∂Δ_c∂Δ_r = 0) only where both means are below 0 and both reference points are
 clamped to 0. This departs from the paper's detached z₀; the facts below show both quadrants."""),
         new_code_cell(SETUP),
-        new_code_cell(derivation("kto", "policy_chosen_logps")),
-        new_code_cell(derivation("vanilla-kto", "policy_chosen_logps")),
-        new_markdown_cell(verify_explained()),
-        new_code_cell(verification("kto", "vanilla-kto")),
+        *derivations("kto", "vanilla-kto"),
+        *verification_section("kto", "vanilla-kto"),
         new_markdown_cell("""## The production classes on a real batch
 
 `KTOLoss` takes the desirable and undesirable examples and the mismatched KL batch, and returns
@@ -380,10 +418,7 @@ print("push on the desirable examples:", [f"{v:.4g}" for v in (-policy_chosen.gr
 delta_c, delta_r = 1.0, 0.5
 vanilla, _, _ = VanillaKTOLoss(beta=1.0)(f64(delta_c), f64(delta_r), f64(0.0), f64(0.0))
 print(f"vanilla KTO {vanilla.item():.6f} = σ(-βh) {torch.sigmoid(f64(-(delta_c - delta_r))).item():.6f}")"""),
-        new_markdown_cell("## Explore, and the lesson figures"),
-        new_code_cell('lossviz.explore("kto")'),
-        new_code_cell('show(figure("kto"))'),
-        new_code_cell('show(figure("vanilla-kto"))'),
+        *explore_section("kto", figures=["kto", "vanilla-kto"]),
         new_markdown_cell(f"""## Exercises
 
 {EXERCISE_HOWTO}
@@ -436,10 +471,8 @@ the clipped error is the larger one and is constant, so there is no gradient: th
 credit for jumping beyond its trust region. With min, the unclipped error would win there and keep
 pulling."""),
         new_code_cell(SETUP),
-        new_code_cell(derivation("ppo-policy", "log_probs", clip_eps=0.2)),
-        new_code_cell(derivation("ppo-value", "values", clip_eps=0.2)),
-        new_markdown_cell(verify_explained()),
-        new_code_cell(verification("ppo-policy", "ppo-value")),
+        *derivations("ppo-policy", "ppo-value", clip_eps=0.2),
+        *verification_section("ppo-policy", "ppo-value"),
         new_markdown_cell("""## The production classes on a real batch
 
 Two sequences of four tokens; the old log-probs are 0, so each ratio r is e^{log π}. Which tokens
@@ -463,10 +496,7 @@ values = torch.tensor([[0.1, 0.5, 1.9, 1.2]], dtype=torch.float64, requires_grad
 value_loss = ValueLoss(clip_eps=0.2)(values, torch.zeros(1, 4, dtype=torch.float64), torch.ones(1, 4, dtype=torch.float64))
 (value_grad,) = torch.autograd.grad(value_loss, values)
 print(f"value loss {value_loss.item():.4f} (v_old = 0, R = 1); gradient on v: {[round(g, 3) for g in value_grad[0].tolist()]}")"""),
-        new_markdown_cell("## Explore, and the lesson figures"),
-        new_code_cell('lossviz.explore(["ppo-policy", "ppo-value"])'),
-        new_code_cell('show(figure("ppo-policy", clip_eps=0.2))'),
-        new_code_cell('show(figure("ppo-value", clip_eps=0.2))'),
+        *explore_section("ppo-policy", "ppo-value"),
         new_markdown_cell(f"""## Exercises
 
 {EXERCISE_HOWTO}
@@ -527,10 +557,8 @@ than 88.7 (Δ < −88.7). lossviz evaluates both through logsigmoid, finite at a
 `LogExpLoss` ignores `margin`; lossviz's subtracts it as `PairWiseLoss` does, an extension: with a
 margin the two libraries differ."""),
         new_code_cell(SETUP),
-        new_code_cell(derivation("pairwise", "chosen_reward")),
-        new_code_cell(derivation("logexp", "chosen_reward")),
-        new_markdown_cell(verify_explained()),
-        new_code_cell(verification("pairwise", "logexp")),
+        *derivations("pairwise", "logexp"),
+        *verification_section("pairwise", "logexp"),
         new_markdown_cell("""## The production classes on a real batch
 
 A float32 batch with one pair ranked wrongly by 100: the production losses stay finite, the literal
@@ -547,11 +575,9 @@ for loss_class in (PairWiseLoss, LogExpLoss):
 naive = torch.log(1 + torch.exp(rejected - chosen))
 print("literal log(1 + e^(r_r - r_c)) per pair:", naive.tolist())
 print(f"PairWiseLoss with margin m = 2: {PairWiseLoss()(chosen, rejected, margin=2.0).item():.4f}")"""),
-        new_markdown_cell("## Explore, and the lesson figures"),
-        new_code_cell('lossviz.explore(["pairwise", "logexp"])'),
-        new_code_cell('show(figure("pairwise", sweep=("margin", [0.0, 1.0, 2.0])))'),
+        *explore_section("pairwise", "logexp", figures=["pairwise"]),
         new_code_cell("""from lossviz.plots import request
-from lossviz.plots.lessons import logexp_overflow
+from lossviz.plots.custom import logexp_overflow
 show(logexp_overflow(request("logexp")))"""),
         new_markdown_cell(f"""## Exercises
 
@@ -604,9 +630,8 @@ reported:
 
 Below, a tokenizer trained in this notebook shows the merge, and `check_placeholders` finds it."""),
         new_code_cell(SETUP),
-        new_code_cell(derivation("prm", "logits_0")),
-        new_markdown_cell(verify_explained()),
-        new_code_cell(verification("prm")),
+        *derivations("prm"),
+        *verification_section("prm"),
         new_markdown_cell("""## A placeholder merging with its neighbours
 
 A byte-pair-encoding tokenizer is trained here with Hugging Face `tokenizers` on six
@@ -657,9 +682,7 @@ print(f"soft labels: loss {PRMLoss(placeholder, [plus, minus])(ids, logits, soft
 naive_ids = torch.tensor([naive.encode(text).ids])
 (naive_placeholder,) = naive.encode("ки").ids
 print(f"unprotected: {int((naive_ids == naive_placeholder).sum())} of {text.count('ки')} steps hold the placeholder's id")"""),
-        new_markdown_cell("## Explore, and the lesson figure"),
-        new_code_cell('lossviz.explore("prm")'),
-        new_code_cell('show(figure("prm"))'),
+        *explore_section("prm"),
         new_markdown_cell(f"""## Exercises
 
 {EXERCISE_HOWTO}

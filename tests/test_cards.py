@@ -145,11 +145,11 @@ def test_every_cited_paper_is_in_the_bibliography():
     import re
     from pathlib import Path
 
-    from lossviz.registry import cards
+    from lossviz.registry import BUILTIN, cards, origin
 
     text = (Path(__file__).resolve().parent.parent / "docs" / "references.md").read_text()
     anchors = set(re.findall(r'<a id="([^"]+)"></a>', text))
-    cited = {(c.name, r) for c in cards() for r in c.references}
+    cited = {(c.name, r) for c in cards() for r in c.references if origin(c.name) == BUILTIN}  # a plugin cites its own docs
     assert cited, "no card cites a paper"
     missing = sorted((name, r) for name, r in cited if r not in anchors)
     assert not missing, f"cited but not in docs/references.md: {missing}"

@@ -10,7 +10,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from lossviz.plots import compare_figure, figure
-from lossviz.plots.gallery import DPI, ITEMS, build
+from lossviz.plots.gallery import DPI, build, items
 from lossviz.plots.layout_check import collisions
 from lossviz.registry import get, names
 
@@ -29,7 +29,7 @@ def _registry_requests():
 
 
 REQUESTS = {
-    **{f"gallery {item.stem}": (lambda i=item: build(i)) for item in ITEMS},
+    **{f"gallery {item.stem}": (lambda i=item: build(i)) for item in items()},
     **_registry_requests(),
     "plot ipo --sweep beta=0.1,0.5,1": lambda: figure("ipo", sweep=("beta", [0.1, 0.5, 1.0])),
     "plot cdpo --sweep label_smoothing=0,0.1,0.3": lambda: figure("cdpo", sweep=("label_smoothing", [0.0, 0.1, 0.3])),

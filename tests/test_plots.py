@@ -12,7 +12,7 @@ import pytest
 from lossviz.cards.base import Derivation
 from lossviz.cli import main
 from lossviz.plots import compare_figure, figure
-from lossviz.plots.gallery import ITEMS, README_MARK, gallery
+from lossviz.plots.gallery import README_MARK, gallery, items
 from lossviz.registry import get, names
 
 
@@ -166,7 +166,7 @@ def test_basics_limits():
 
 def test_logexp_overflow_figure_shows_naive_inf_and_stable_finite():
     from lossviz.plots import request
-    from lossviz.plots.lessons import logexp_overflow
+    from lossviz.plots.custom import logexp_overflow
 
     fig = logexp_overflow(request("logexp"))
     x, naive = xy(by_gid(fig, "loss:naive"))
@@ -184,7 +184,7 @@ def test_logexp_and_pairwise_draw_the_same_picture():
     from matplotlib.figure import Figure
 
     from lossviz.plots.cut import along
-    from lossviz.plots.lessons import GAP
+    from lossviz.plots.custom import GAP
 
     xs = np.linspace(-6, 8, 400)
     pixels = []
@@ -309,7 +309,7 @@ def test_dpo_limit_label_names_the_gradient_at_minus_beta():
 
 def test_overflow_figure_states_the_sign_of_the_gap():
     from lossviz.plots import request
-    from lossviz.plots.lessons import logexp_overflow
+    from lossviz.plots.custom import logexp_overflow
 
     fig = logexp_overflow(request("logexp"))
     threshold = -math.log(float(np.finfo(np.float32).max))
@@ -465,6 +465,7 @@ def test_gallery_writes_every_item_and_a_readme(tmp_path, capsys):
     out = tmp_path / "figs"
     assert main(["gallery", "--out", str(out)]) == 0
     files = {p.name for p in out.iterdir()}
+    ITEMS = items()
     assert files == {f"{i.stem}.png" for i in ITEMS} | {f"{i.stem}.svg" for i in ITEMS if i.svg} | {"README.md"}
     for item in ITEMS:  # wide enough to read: at least 1200 px
         data = (out / f"{item.stem}.png").read_bytes()
@@ -473,7 +474,8 @@ def test_gallery_writes_every_item_and_a_readme(tmp_path, capsys):
     assert readme.startswith(README_MARK)
     for item in ITEMS:
         assert f"[{item.stem}.png]({item.stem}.png)" in readme and f" | {item.lesson} |" in readme
-    assert {i.name for i in ITEMS} >= set(names()) | {"logexp-overflow"}
+    assert {i.name for i in ITEMS} >= set(names()) | {"compare"}  # every entry, read from the registry
+    assert {i.stem for i in ITEMS} >= {"logexp-overflow", "ppo-policy_dual-clip"}  # and the extra figures cards declare
 
 
 def test_committed_gallery_lists_every_item():
@@ -481,7 +483,7 @@ def test_committed_gallery_lists_every_item():
 
     root = Path(__file__).resolve().parent.parent / "figures"
     readme = (root / "README.md").read_text()
-    for item in ITEMS:
+    for item in items():
         assert f"({item.stem}.png)" in readme and (root / f"{item.stem}.png").exists()
 
 
@@ -519,3 +521,107 @@ def test_cache_hits_still_check_the_output(tmp_path):
     _probe(tmp_path)
     (rc, _), err = _probe(tmp_path, argv="['plot', 'dpo', '--beta', '0.2', '--out', 'missing/c.png']")
     assert rc == "2" and "does not exist" in err
+
+
+# --- a new entry is one card: its figure declared as data, drawn by the generic builder -------------
+
+
+def _new_card():
+    import sympy as sp
+
+    from lossviz.cards._common import sym
+    from lossviz.cards.base import Card, Fact, Param
+    from lossviz.cards.figure import Axis, LessonFigure, Mark, Panel
+    from lossviz.symbolic import LogSigmoid, elementary
+
+    class Hinge(Card):  # -log σ(u - m): a softplus whose push halves at u = m, declared here and nowhere else
+        name = "shifted-logistic"
+        title = "shifted logistic"
+        params = (Param("m", 1.0, "the shift m", "m"),)
+        axis = Axis("u", {"u": "u"}, lambda p: (p["m"] - 6.0, p["m"] + 6.0), "score $u$")
+        figure = LessonFigure(panels=(Panel("loss", r"$-\log\sigma(u - m)$"), Panel("push", r"push $-\partial\ell/\partial u$")),
+                              title="the push halves where u = m",
+                              marks=(Mark("half_push", panel="push", label="push 1/2 at u = m = {x:g}"),
+                                     Mark("push_limit", kind="limit", panel="push", label="→ {y:g} as u → -∞"),
+                                     Mark("shift", kind="edge", label="m"),
+                                     Mark("strong_push", kind="zone", label="push > 0.9")))
+
+        def variables(self, p):
+            return ("u",)
+
+        def loss(self, p):
+            return -LogSigmoid(sym("u") - p["m"])
+
+        def facts(self, d):
+            u, m = sym("u"), d.p["m"]
+            push = lambda: -elementary(sp.diff(d.loss, u))
+            return [Fact("half_push", "the u where the push is 1/2", lambda: sp.solve(push() - sp.Rational(1, 2), u)[0]),
+                    Fact("push_limit", "the push as u -> -oo", lambda: sp.limit(push(), u, -sp.oo)),
+                    Fact("shift", "m", lambda: m),
+                    Fact("strong_push", "where the push exceeds 0.9", lambda: sp.solveset(push() > sp.Rational(9, 10), u, sp.S.Reals))]
+
+    return Hinge()
+
+
+def _draw(card, param_sets, sweep=None):
+    from lossviz.plots.core import styled
+    from lossviz.plots.lessons import PlotRequest, builder
+
+    return styled(builder(card), PlotRequest(card, [card.resolve(p) for p in param_sets], sweep))
+
+
+def test_a_card_with_only_a_figure_declaration_gets_a_clean_lesson_figure():
+    from lossviz.plots.layout_check import collisions
+
+    card = _new_card()
+    fig = _draw(card, [{"m": 1.5}])
+    x, y = xy(by_gid(fig, "loss:loss"))
+    assert x[0] == pytest.approx(-4.5) and x[-1] == pytest.approx(7.5)  # the declared default range around m
+    np.testing.assert_allclose(y, np.logaddexp(0.0, -(x - 1.5)), rtol=1e-12)
+    x, push = xy(by_gid(fig, "push:loss"))
+    np.testing.assert_allclose(push, 1 / (1 + np.exp(x - 1.5)), rtol=1e-10)  # push = minus the gradient, σ(m - u)
+    half = by_gid(fig, "marker:half_push:0")
+    assert float(half.get_xdata()[0]) == pytest.approx(1.5) and float(half.get_ydata()[0]) == pytest.approx(0.5)
+    assert float(by_gid(fig, "limit:push_limit:0").get_ydata()[0]) == 1.0
+    assert float(by_gid(fig, "marker:shift:0").get_xdata()[0]) == 1.5
+    assert span(by_gid(fig, "zone:strong_push:0")) == (pytest.approx(-4.5), pytest.approx(1.5 - math.log(9)))  # σ(m - u) > 0.9 ⇔ u < m - log 9
+    assert collisions(fig) == []
+    fig = _draw(card, [{"m": 0.0}, {"m": 2.0}], sweep="m")  # a sweep names each value's lesson point in its legend
+    assert collisions(fig) == []
+    assert float(by_gid(fig, "marker:half_push:1").get_xdata()[0]) == pytest.approx(2.0)
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend()] + list(fig.legends)  # placement may move a crowded legend below
+    assert any(t.get_text() == "$m$=2: push 1/2 at u = m = 2" for legend in legends for t in legend.get_texts())
+
+
+def test_a_card_with_only_an_axis_gets_loss_and_gradient_panels_and_one_without_gets_a_clear_error():
+    from lossviz.cards.base import CardError
+
+    card = _new_card()
+    type(card).figure = None
+    try:
+        fig = _draw(card, [{}])
+        x, g = xy(by_gid(fig, "grad:loss"))
+        np.testing.assert_allclose(g, -1 / (1 + np.exp(x - 1.0)), rtol=1e-10)
+        type(card).axis = None
+        with pytest.raises(CardError, match="shifted-logistic declares no lesson figure"):
+            _draw(card, [{}])
+    finally:
+        del type(card).figure, type(card).axis
+
+
+def test_explorer_spec_reads_the_declaration():
+    import sympy as sp
+
+    from lossviz.plots.lessons import explorer_spec
+
+    spec = explorer_spec(get("ipo"))  # β stays a symbol: the cut and the marks are functions of it
+    beta = sp.Symbol("beta", positive=True)
+    assert spec.x_range == pytest.approx((-12.5, 25.0))  # the declared range at the default β = 0.1
+    assert sp.simplify(spec.loss - (spec.x - 1 / (2 * beta)) ** 2) == 0
+    assert sp.simplify(spec.grad - 2 * (spec.x - 1 / (2 * beta))) == 0
+    (mark, value), = spec.marks
+    assert mark.fact == "target" and sp.simplify(value - 1 / (2 * beta)) == 0
+    spec = explorer_spec(get("dpo"), {"beta": 0.5})
+    values = {m.fact: v for m, v in spec.marks}
+    assert float(values["weight_wrong_order"]) == -0.5 and float(values["weight_at_zero"]) == 0.0  # the gradient's limit -β; h = 0
+    assert spec.cut["policy_chosen_logps"] == spec.x and spec.cut["reference_rejected_logps"] == 0

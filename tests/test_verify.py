@@ -132,7 +132,7 @@ def test_python_api_and_params():
 def test_parameters_are_sampled_across_their_ranges_and_printed():
     from lossviz.verification import SAMPLES
 
-    report = verify(["kto", "ppo-policy", "cdpo", "pairwise"], device="cpu")
+    report = verify(["kto", "ppo-policy", "ppo-value", "cdpo", "pairwise"], device="cpu")
     kto = report["kto"]
     assert len(kto.param_sets) == 1 + SAMPLES and kto.param_sets[0] == {"beta": 0.1, "desirable_weight": 1.0, "undesirable_weight": 1.0}
     assert any(abs(s["desirable_weight"] - s["undesirable_weight"]) > 0.5 for s in kto.param_sets[1:])
@@ -140,6 +140,9 @@ def test_parameters_are_sampled_across_their_ranges_and_printed():
     ppo = report["ppo-policy"].param_sets[1:]
     for name in ("clip_eps_low", "clip_eps_high", "dual_clip", "log_ratio_max"):
         assert any(s[name] is not None for s in ppo) and any(s[name] is None for s in ppo), name
+    value = report["ppo-value"].param_sets
+    assert any(all(v is None for v in s.values()) for s in value)  # the unclipped value loss
+    assert any(s["clip_eps_low"] is not None and s["clip_eps_high"] is not None for s in value)
     assert any(s["label_smoothing"] > 0.2 for s in report["cdpo"].param_sets)
     assert any(s["margin"] < 0 for s in report["pairwise"].param_sets) and any(s["margin"] > 0 for s in report["pairwise"].param_sets)
     table = report.table()

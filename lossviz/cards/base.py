@@ -147,6 +147,11 @@ class Card:
     constants: Tuple[str, ...] = ()
     cases_doc: str = ""
     references: Tuple[str, ...] = ()  # anchors of docs/references.md: the papers whose equations the card uses
+    # the lesson figure as data (see .figure): the natural axis, the figure (a LessonFigure the generic
+    # builder draws, or a CustomFigure naming its own builder) and the gallery shots
+    axis = None  # Optional[figure.Axis]
+    figure = None  # Optional[figure.LessonFigure | figure.CustomFigure]
+    gallery: tuple = ()  # figure.Shot, ...; empty: one shot at the defaults
 
     # --- to implement -------------------------------------------------------------
     def variables(self, p: Mapping[str, object]) -> Tuple[str, ...]:

@@ -8,6 +8,7 @@ from ..symbolic import LogSigmoid, Sigmoid, elementary
 from ._common import sym, tensor
 from .base import Card, Example, Fact
 from .batch import BatchSpec, Term, sample_rows
+from .figure import Axis, CustomFigure, Shot
 
 
 class _NegLogSigmoid:
@@ -21,6 +22,9 @@ class _NegLogSigmoid:
 
 class Basics(Card):
     name = "basics"
+    axis = Axis("x", {"x": "x"}, (-8.0, 8.0), "$x$")
+    figure = CustomFigure("lossviz.plots.custom:basics")  # three curves of different kinds and the gradient's two limits
+    gallery = (Shot("basics", "σ(x), -log σ(x) and its gradient σ(x) - 1: the gradient → -1 as x → -∞ and → 0 as x → +∞"),)
     aliases = ("sigmoid", "logsigmoid")
     family = "basics"
     title = r"-log σ(x)"

@@ -8,6 +8,7 @@ from ..symbolic import LogSigmoid, elementary
 from ._common import once, solve_one, sym, tensor
 from .base import Card, Example, Fact, Param
 from .batch import BatchSpec, Term, sample_rows
+from .figure import Axis, LessonFigure, Mark, Panel, Shot
 
 PAIR = ("policy_chosen_logps", "policy_rejected_logps", "reference_chosen_logps", "reference_rejected_logps")
 REFERENCE = ("reference_chosen_logps", "reference_rejected_logps")
@@ -19,6 +20,10 @@ PAIR_LATEX = {
 }
 BETA = Param("beta", 0.1, "KL strength β (temperature of π* ∝ π_ref·e^{r/β}): larger β keeps the policy nearer the reference", r"\beta", low=0.0, low_open=True, high=100.0)
 MARGIN = sp.Symbol("h", real=True)
+# the lesson figures' axis: the margin h, moved by the chosen log-prob with the other three at 0
+MARGIN_AXIS = Axis("h", {"policy_chosen_logps": "h", "policy_rejected_logps": 0, "reference_chosen_logps": 0, "reference_rejected_logps": 0},
+                   lambda p: (-8.0 / p["beta"], 8.0 / p["beta"]), r"log-ratio margin $h = (\pi^c - \pi^c_{ref}) - (\pi^r - \pi^r_{ref})$")
+GRADIENT_IN_H = r"gradient $\partial\mathcal{L}/\partial h$"
 
 
 def margin(vars_=PAIR):
@@ -43,6 +48,7 @@ class _MarginCard(Card):
     production = "lossviz.losses:DPOLoss"
     variable_latex = PAIR_LATEX
     constants = REFERENCE  # the frozen reference model's log-probs
+    axis = MARGIN_AXIS
 
     def variables(self, p):
         return PAIR
@@ -81,6 +87,15 @@ class DPO(_MarginCard):
     title = "DPO"
     lesson = "-log σ(βh); the push β·σ(-βh) is largest when the pair is ranked wrongly"
     params = (BETA,)
+    figure = LessonFigure(
+        panels=(Panel("loss", r"$\mathcal{L} = -\log\sigma(\beta h)$"),
+                Panel("grad", GRADIENT_IN_H + "\n" + r"$= -\beta\sigma(-\beta h)$", ylim=lambda p: (-1.25 * p["beta"], 0.25 * p["beta"]))),
+        title="the push -∂L/∂h = βσ(-βh) grows to β when the pair is ranked wrongly, fades when right",
+        marks=(Mark("weight_wrong_order", kind="limit", panel="grad", scale=-1.0, label="→ -β = {y:g} as h → -∞"),  # the gradient's limit is minus the weight
+               Mark("weight_at_zero", at=0.0, panel="grad", label="h = 0: -β/2 = {y:g}")),
+        sweep_note="gradient → {weight_wrong_order_y:g}, {weight_at_zero_y:g} at h = 0")
+    gallery = (Shot("dpo", "-log σ(βh): the gradient -βσ(-βh) → -β (the push -∂L/∂h → β) when the pair is ranked wrongly, → 0 when right",
+                    sweep=("beta", (0.1, 0.3, 1.0)), svg=True),)
 
     def loss(self, p):
         return -LogSigmoid(p["beta"] * margin())
@@ -105,6 +120,13 @@ class CDPO(_MarginCard):
     lesson = ("with probability ε the label is flipped; for 0 < ε < 0.5 the loss has a finite minimum at βh* = log((1-ε)/ε); "
               "at ε = 0.5 it is log 2cosh(βh/2), still a function of h, minimal at h = 0")
     params = (BETA, Param("label_smoothing", 0.1, "probability ε that the preference label is flipped", r"\varepsilon", low=0.0, high=0.5, high_open=True))
+    axis = Axis(MARGIN_AXIS.symbol, MARGIN_AXIS.cut, lambda p: (-6.0 / p["beta"], 6.0 / p["beta"]), MARGIN_AXIS.label)
+    figure = LessonFigure(
+        panels=(Panel("loss", r"$-(1-\varepsilon)\log\sigma(\beta h) - \varepsilon\log\sigma(-\beta h)$"), Panel("grad", GRADIENT_IN_H)),
+        title="with ε > 0 the loss has a finite minimum; ε = 0 is DPO",
+        marks=(Mark("minimum", label="min at βh* = log((1-ε)/ε) = {beta_times_minimum:.3g}", zero_gradient=True, missing="no minimum (DPO)"),))
+    gallery = (Shot("cdpo", "label smoothing ε gives a finite minimum at βh* = log((1-ε)/ε); ε = 0 is DPO. As ε → 0.5 the loss tends to "
+                    "log 2cosh(βh/2): still a function of the margin, minimal at h = 0", params={"beta": 0.1}, sweep=("label_smoothing", (0.0, 0.1, 0.3))),)
 
     def loss(self, p):
         beta, eps = p["beta"], p["label_smoothing"]
@@ -139,6 +161,13 @@ class IPO(_MarginCard):
     title = "IPO"
     lesson = "a squared loss that regresses the margin onto the target 1/(2β)"
     params = (BETA,)
+    # from 2.5 targets 1/(2β) below 0 to 5 above: the parabola's vertex and both arms
+    axis = Axis(MARGIN_AXIS.symbol, MARGIN_AXIS.cut, lambda p: (-(1 / (2 * p["beta"])) * 2.5, 2 * ((1 / (2 * p["beta"])) * 2.5)), MARGIN_AXIS.label)
+    figure = LessonFigure(
+        panels=(Panel("loss", r"$(h - \frac{1}{2\beta})^2$"), Panel("grad", GRADIENT_IN_H + "\n" + r"$= 2(h - \frac{1}{2\beta})$")),
+        title="IPO regresses the margin onto the target 1/(2β)",
+        marks=(Mark("target", label="target 1/(2β) = {x:g}", y="zero", zero_gradient=True),))
+    gallery = (Shot("ipo", "IPO regresses the margin onto the target 1/(2β) (zero gradient there)", sweep=("beta", (0.1, 0.5, 1.0))),)
 
     def loss(self, p):
         return (margin() - 1 / (2 * p["beta"])) ** 2

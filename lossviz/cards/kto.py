@@ -8,6 +8,7 @@ from ..symbolic import LogSigmoid, Sigmoid, elementary
 from ._common import draw, far_from, once, solve_one, sym, tensor
 from .base import Card, Example, Fact, Param
 from .batch import BatchSpec, Term, sample_rows
+from .figure import Axis, CustomFigure, Shot
 from .dpo import BETA, PAIR, PAIR_LATEX, REFERENCE, margin, pair_example
 
 KL_VARS = ("policy_KL_logps", "reference_KL_logps")
@@ -21,6 +22,14 @@ def clamp_at_zero(x):
 
 class KTO(Card):
     name = "kto"
+    # the example's log-ratio Δ on its arm's side; the KL batch's mean log-ratio 2 is the reference point z
+    axis = Axis("Delta", lambda p: {("policy_chosen_logps" if p["arm"] == "desirable" else "policy_rejected_logps"): "Delta",
+                                    ("reference_chosen_logps" if p["arm"] == "desirable" else "reference_rejected_logps"): 0,
+                                    "policy_KL_logps": 2.0, "reference_KL_logps": 0},
+                lambda p: (2.0 - 10 / p["beta"], 2.0 + 10 / p["beta"]), r"log-ratio $\Delta = \pi - \pi_{ref}$")
+    figure = CustomFigure("lossviz.plots.custom:kto")  # each arm beside the DPO-style log-sigmoid whose gradient does not fade
+    gallery = (Shot("kto", "KTO: each arm around the detached reference point z; the gradient is bell-shaped and fades on both sides, "
+                    "where the DPO-style log-sigmoid keeps pushing", sweep=("arm", ("desirable", "undesirable"))),)
     references = ("kto",)
     aliases = ("KTOLoss",)
     family = "kto"
@@ -135,6 +144,12 @@ class KTO(Card):
 
 class VanillaKTO(Card):
     name = "vanilla-kto"
+    axis = Axis("Delta_c", {"policy_chosen_logps": "Delta_c", "policy_rejected_logps": 0, "reference_chosen_logps": 0, "reference_rejected_logps": 0},
+                lambda p: (-8.0 / p["beta"], 8.0 / p["beta"]), r"$\Delta_c = \pi^c - \pi^c_{ref}$ ($\Delta_r = 0$)")
+    figure = CustomFigure("lossviz.plots.custom:vanilla_kto")  # a surface over both log-ratios: the sides couple
+    gallery = (Shot("vanilla-kto", "vanilla KTO: each side's reference point is the other side's mean log-ratio, clamped at 0 and not "
+                    "detached (unlike KTO's); with one example per side it equals σ(-βh), a function of DPO's margin, where both log-ratios are "
+                    "above 0, and splits into two independent terms where both are below 0"),)
     references = ("kto", "dpo")
     aliases = ("VanillaKTOLoss",)
     family = "kto"

@@ -10,6 +10,7 @@ import sympy as sp
 from ._common import draw, far_from, once, sym, tensor
 from .base import Card, Example, Fact, Param
 from .batch import BatchSpec, Term, mask_rows, sample_rows
+from .figure import Axis, CustomFigure, Mark, Shot
 
 POLICY_VARS = ("log_probs", "old_log_probs", "advantages")
 VALUE_VARS = ("values", "old_values", "returns")
@@ -32,6 +33,13 @@ def _opt(name, doc, latex, low, high, low_open=True):
 
 class PPOPolicy(Card):
     name = "ppo-policy"
+    axis = Axis("r", {"log_probs": "log(r)", "old_log_probs": 0, "advantages": 1}, lambda p: (0.01, 2.5 if p["dual_clip"] is None else float(p["dual_clip"]) + 1.0),
+                "ratio $r = \\pi/\\pi_{old}$", positive=True)
+    figure = CustomFigure("lossviz.plots.custom:ppo_policy", marks=(Mark("zero_gradient_ratios_A_positive", kind="zone", label="zero gradient"),))  # A > 0 and A < 0 side by side
+    gallery = (Shot("ppo-policy", "PPO clip: zero gradient once r leaves [1-ε, 1+ε] in the direction the advantage favours", svg=True),
+               Shot("ppo-policy_dual-clip", "dual clip c, A < 0: for r > c (the ratio grew although the advantage is negative) the loss "
+                    "is capped at -cA = c|A| and the gradient is zero; without it the loss grows without bound in r",
+                    params={"clip_eps": 0.2, "clip_eps_high": 0.28, "dual_clip": 3.0}))
     references = ("ppo", "dualclip", "dapo")
     aliases = ("policy", "ppo", "PolicyLoss")
     family = "ppo"
@@ -215,6 +223,10 @@ def _tidy_set(region):
 
 class PPOValue(Card):
     name = "ppo-value"
+    axis = Axis("v", {"values": "v", "old_values": 0.0, "returns": 1.0}, (-1.5, 2.5), "value $v$ ($v_{old}$ = 0, R = 1)")
+    figure = CustomFigure("lossviz.plots.custom:ppo_value")  # the max beside the clipped, unclipped and hypothetical min terms
+    gallery = (Shot("ppo-value", "clipped value loss takes the max (pessimistic): flat zone between v_old + ε and its mirror across R; "
+                    "the min would not be", svg=True),)
     references = ("ppo", "engstrom2020")
     aliases = ("value", "ValueLoss")
     family = "ppo"

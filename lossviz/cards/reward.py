@@ -8,10 +8,12 @@ from ..symbolic import LogSigmoid, elementary, stabilize
 from ._common import once, solve_one, sym, tensor
 from .base import Card, Example, Fact, Param
 from .batch import BatchSpec, Term, sample_rows
+from .figure import Axis, CustomFigure, LessonFigure, Mark, Panel, Shot
 
 REWARDS = ("chosen_reward", "reject_reward")
 GAP = sp.Symbol("Delta", real=True)  # the reward gap r_c - r_r
 MARGIN = Param("margin", 0.0, "margin m that the reward gap must exceed", "m")
+GAP_AXIS = Axis("Delta", {"chosen_reward": "Delta", "reject_reward": 0}, lambda p: (p["margin"] - 6, p["margin"] + 8), r"reward gap $\Delta = r_c - r_r$")
 FADE = sp.Rational(1, 10)  # "no longer trains": the gradient's magnitude has fallen to 1/10
 
 
@@ -23,6 +25,7 @@ class _RewardCard(Card):
     family = "reward"
     params = (MARGIN,)
     variable_latex = {"chosen_reward": "r_c", "reject_reward": "r_r"}
+    axis = GAP_AXIS
 
     def variables(self, p):
         return REWARDS
@@ -66,6 +69,11 @@ class PairWise(_RewardCard):
     title = "pairwise reward-model loss"
     lesson = "-log σ(Δ - m): the margin moves the point where the gradient fades from about 2 to about 2 + m"
     production = "lossviz.losses:PairWiseLoss"
+    figure = LessonFigure(
+        panels=(Panel("loss", r"$-\log\sigma(\Delta - m)$"), Panel("grad", r"gradient $\partial\ell/\partial r_c$" + "\n" + r"$= -\sigma(m - \Delta)$")),
+        title="the margin m shifts the curve: the gradient fades at m + log 9",
+        marks=(Mark("fade_point", panel="grad", label="|gradient| = 0.1 at m + log 9 = {x:.2f}"),))
+    gallery = (Shot("pairwise", "the margin m shifts the curve: the gradient fades at m + log 9 instead of log 9", sweep=("margin", (0.0, 1.0, 2.0))),)
 
     def _module(self):
         from lossviz.losses import PairWiseLoss
@@ -86,6 +94,11 @@ class LogExp(_RewardCard):
     title = "log-exp reward-model loss"
     lesson = "log(1 + e^{r_r - r_c}) is the pairwise loss written naively: equal in math, but the naive form overflows"
     production = "lossviz.losses:LogExpLoss"
+    # the pairwise curve drawn over it, and the float32 overflow panel: figures of their own
+    figure = CustomFigure("lossviz.plots.custom:logexp", marks=(Mark("fade_point", panel="grad", label="fade point"),))
+    gallery = (Shot("logexp", "log(1 + e^{r_r - r_c}) is the pairwise loss written naively: the curves coincide"),
+               Shot("logexp-overflow", "…but in float32 the naive form overflows for Δ = r_c - r_r < -88.7: inf loss, NaN gradient",
+                    figure=CustomFigure("lossviz.plots.custom:logexp_overflow")))
 
     def _module(self):
         from lossviz.losses import LogExpLoss

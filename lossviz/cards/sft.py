@@ -8,6 +8,7 @@ from ..symbolic import LogSumExp, elementary
 from ._common import sym, tensor
 from .base import Card, Example, Fact, Param
 from .batch import BatchSpec, Term
+from .figure import Axis, CustomFigure, Shot
 
 VOCAB = 3
 STUDENT = tuple(f"logits_{k}" for k in range(VOCAB))
@@ -21,6 +22,10 @@ def _softmax(names, k):
 
 class GPTLM(Card):
     name = "gptlm"
+    axis = Axis("z_0", {"logits_0": "z_0", "logits_1": 1.0, "logits_2": -1.0}, (-6.0, 6.0), r"logit $z_0$ ($z_1 = 1$, $z_2 = -1$)")
+    figure = CustomFigure("lossviz.plots.custom:gptlm")  # one curve per target token and the masked position's zero gradient
+    gallery = (Shot("gptlm", "next-token CE: ∂L/∂z_k = p_k - 1[k = y], so ∂L/∂z_0 is p_0 - 1 when token 0 is the target and p_0 when another is; "
+                    "positions labelled -100 get no gradient", sweep=("label", ("0", "2"))),)
     aliases = ("sft", "GPTLMLoss")
     family = "sft"
     title = "next-token cross-entropy"
@@ -82,6 +87,10 @@ class GPTLM(Card):
 
 class KD(Card):
     name = "kd"
+    axis = Axis("z_0", {"logits_0": "z_0", "logits_1": 0, "logits_2": 0, "teacher_logits_0": 1.0, "teacher_logits_1": 0, "teacher_logits_2": -1.0},
+                (-6.0, 6.0), r"student logit $z_0$ (teacher logits $t$ = (1, 0, -1))")
+    figure = CustomFigure("lossviz.plots.custom:kd")  # CE and KL side by side with their constant gap H(q)
+    gallery = (Shot("kd", "CE to the teacher's soft labels = KL(q‖p) + H(q): same minimiser, gradient p_S - p_T"),)
     references = ("hinton2015",)
     aliases = ("distillation", "KDLoss")
     family = "sft"

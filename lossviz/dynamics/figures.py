@@ -1,7 +1,7 @@
 """The figures of the scenarios (matplotlib only; they read a finished Simulation).
 
-Each figure is ≥ 1200 px wide at 150 dpi, lines carry a ``gid`` naming the run and series
-(``run:<loss>:<series>``) so tests can read the plotted data, and the layout is finished by
+Each figure is ≥ 1200 px wide at 150 dpi, the line of a recorded series carries a ``gid`` naming the
+run and series (``run:<loss>:<series>``) so tests and the explorer can read the plotted data, and the layout is finished by
 :func:`lossviz.plots.placement.finish` (legends and labels where they collide with nothing).
 """
 

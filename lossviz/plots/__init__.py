@@ -68,10 +68,10 @@ def request(name: str, sweep: Optional[Tuple[str, Sequence]] = None, x_range: Op
 
 def figure(name: str, sweep=None, x_range=None, **params):
     """The lesson figure of an entry (a matplotlib Figure)."""
-    from .lessons import FIGURES
+    from .lessons import builder
 
     req = request(name, sweep, x_range, **params)
-    return styled(FIGURES[req.card.name], req)
+    return styled(builder(req.card), req)
 
 
 def compare_figure(names: Sequence[str], what: str = "grad", x_range=None, **params):

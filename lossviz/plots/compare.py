@@ -1,7 +1,9 @@
 """`lossviz compare`: several losses, or their push, on axes where the comparison means something.
 
-``CUTS`` and ``AXIS_NAMES`` give each entry's natural axis (the explorers use them too). For a
-comparison the pairwise preference losses are moved onto one common axis, the reward margin:
+``CUTS`` and ``AXIS_NAMES`` give each entry's natural axis (the explorers use them too); an entry
+not in them (a card added since, or a plugin's) is cut along the axis its card declares, in a
+panel of its own. For a comparison the pairwise preference losses are moved onto one common
+axis, the reward margin:
 DPO, cDPO, IPO and vanilla KTO at βh (the implicit-reward margin, h the log-ratio margin), KTO
 at β(Δ - z) (the implicit reward above the reference point), the reward models at their gap
 r_c - r_r. On that axis DPO's -log σ(βh) and the pairwise loss -log σ(Δ) are the same curve.
@@ -72,11 +74,27 @@ def _axis_of(name: str) -> str:
 def _curve(card, params, u):
     """(loss, push) of ``card`` along its compare axis, at the axis values ``u``."""
     d = Derivation(card, card.resolve(params))
-    cut = {v: e for v, e in CUTS[card.name].items() if v in d.variables}
+    cut = _cut_of(card, d)
     scale = REWARD_SCALE[card.name](d.params) if card.name in REWARD_SCALE else 1.0
     curve = along(d, X, cut)
     # x_natural = u / scale, so d/du = (1/scale) d/dx
     return curve.loss(u / scale), -curve.grad(u / scale) / scale
+
+
+def _cut_of(card, d: Derivation) -> Dict[str, object]:
+    """The entry's cut: this module's table, else the card's declared axis (an entry added later, a plugin's)."""
+    if card.name in CUTS:
+        return {v: e for v, e in CUTS[card.name].items() if v in d.variables}
+    return {v: e.subs(card.axis.x, X) for v, e in card.axis.values(d.params).items()}
+
+
+def _own_axis(card, params) -> Tuple[str, str, Tuple[float, float]]:
+    """(short name, label, default range) of an entry's own axis: the tables above, else the card's axis."""
+    if card.name in AXIS_NAMES:
+        return AXIS_NAMES[card.name], AXIS_LABELS.get(card.name, ""), DEFAULT_RANGES.get(card.name, (0.0, 0.0))
+    if card.axis is None:
+        raise CardError(f"{card.name} declares no axis (Card.axis), so it cannot be compared")
+    return f"${sp.latex(card.axis.x)}$", card.axis.label, card.axis.default_range(card.resolve(params))
 
 
 def compare(names: Sequence[str], what: str = "grad", x_range=None, **params):
@@ -99,7 +117,7 @@ def compare(names: Sequence[str], what: str = "grad", x_range=None, **params):
     for i, card in enumerate(cards):
         own = {k: v for k, v in params.items() if k in {p.name for p in card.params}}
         axis = _axis_of(card.name)
-        xs = sample_axis(*(x_range or DEFAULT_RANGES[axis]))
+        xs = sample_axis(*(x_range or DEFAULT_RANGES.get(axis) or _own_axis(card, own)[2]))
         loss, push = _curve(card, own, xs)
         curves.append((card, COLORS[i], axis, xs, loss if what == "loss" else push))
     panels = _panels(curves)
@@ -114,13 +132,14 @@ def compare(names: Sequence[str], what: str = "grad", x_range=None, **params):
         zero_line(ax)
         present = {card.name for card, *_ in members}
         for card, color, _, xs, ys in members:
-            name = REWARD_NAMES.get(card.name, AXIS_NAMES[card.name]) if axis == REWARD else AXIS_NAMES[card.name]
+            own_name = _own_axis(card, {})[0]
+            name = REWARD_NAMES.get(card.name, own_name) if axis == REWARD else own_name
             label = f"{card.name} (x = {name})"
             if card.name == "pairwise" and "dpo" in present and float(params.get("margin", 0.0)) == 0.0:
                 label += ": the dpo curve, -log σ(Δ) at Δ = βh"  # the lesson of this axis
             (line,) = ax.plot(xs, ys, color=color, label=label, linestyle=_style(card.name))
             line.set_gid(f"{what}:{card.name}")
-        ax.set_xlabel(AXIS_LABELS[axis] if axis != REWARD else "reward margin u (nats)")
+        ax.set_xlabel(AXIS_LABELS.get(axis) or _own_axis(members[0][0], {})[1] if axis != REWARD else "reward margin u (nats)")
         ax.set_ylabel("loss" if what == "loss" else "push = $-\\partial\\ell/\\partial u$\n(per nat of margin)" if axis == REWARD
                       else "push = $-\\partial\\ell/\\partial x$")
         ax.legend()
