@@ -1,6 +1,6 @@
 """Speed of `lossviz derive`: each entry cold (a fresh process, as a user runs it) and all entries in one process.
 
-Targets (issue #3, this 2-core machine): the slowest entry cold < 2 s, all derivations together < 10 s.
+Targets (on a 2-core CPU): the slowest entry cold < 2 s, all derivations together < 10 s.
 The floor is a process that only imports sympy, measured in the same run, so the ratio shows what
 lossviz adds on top of the interpreter and sympy.
 

@@ -60,12 +60,13 @@ async def in_kernel_loop(name, moves, values_of):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--moves", type=int, default=20)
-    parser.add_argument("--entries", nargs="+", default=None, help="default: every explorer")
+    parser.add_argument("--entries", nargs="+", default=None, help="default: every entry of the registry (each has an explorer)")
     args = parser.parse_args()
 
-    from lossviz.widgets import VIEWS, Explorer
+    from lossviz.registry import names
+    from lossviz.widgets import Explorer
 
-    entries = args.entries or list(VIEWS)
+    entries = args.entries or names()
     ms = lambda xs: statistics.median(xs) * 1e3
     kinds = ("drag", "jumps", "printed", "again")
     print(f"{'entry':<12} {'build s':>8} " + " ".join(f"{k + ' ms':>10}" for k in kinds) + "  sliders")

@@ -398,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--all", action="store_true", help="verify every entry")
     verify.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto: CUDA when available (default)")
     verify.add_argument("--dtype", default="float64", choices=("float64", "float32", "bfloat16"), help="dtype of the production run (default float64)")
-    verify.add_argument("--seed", type=_seed, default=0, help="seed of the random batches, a whole number >= 0 (default 0)")
+    verify.add_argument("--seed", type=_seed, default=0, help="seed of the sampled parameter sets and random batches, a whole number >= 0 (default 0); the same seed replays the same run")
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
     verify.set_defaults(run=_verify)
 

@@ -1,12 +1,14 @@
 """Interactive explorers for JupyterLab: ``lossviz.explore("dpo")`` is all a learner types.
 
-An explorer is built from a card and a *view* (below): the entry's natural axis, the values
-the other variables hold along it (some of them as sliders, e.g. the PPO value loss's v_old
-and R), and what to mark on the axis. It shows one slider per real parameter, a switch for
-each optional one (PPO's dual clip, clip-higher), a dropdown per case, and a figure of the
-loss and its gradient along the axis with the lesson points sympy found. Below the figure
-the closed-form facts are shown at the current values, and the loss and gradient are shown
-as sympy's LaTeX of the derivation at the current parameter values.
+An explorer reads only the card: its natural axis, cut and marked facts come from the card's
+declaration (:func:`lossviz.plots.lessons.explorer_spec`), and what the learner moves beyond the
+parameters is declared in the card's ``controls`` (:mod:`lossviz.cards.controls`: a variable
+the axis holds fixed, a point on the axis, slider windows, label dropdowns, explorer-only facts
+and lines). It shows one slider per real parameter, a switch for each optional one the card
+offers (PPO's dual clip, clip-higher), a dropdown per case, and a figure of the loss and its
+gradient along the axis with the marked facts. Below the figure the closed-form facts are
+shown at the current values, and the loss and gradient are shown as sympy's LaTeX of the
+derivation at the current parameter values.
 
 Speed: everything symbolic happens when the explorer is built (or a case or switch changes).
 The cut of the loss, its derivative, the facts and the markers are lowered to numpy as
@@ -17,148 +19,113 @@ cached per value (``benchmarks/bench_widgets.py`` measures a move).
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import io
 import math
-from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+import string
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import sympy as sp
 
 from .cards._common import solve_one
 from .cards.base import Card, CardError, Derivation, Param
+from .cards.controls import CONTROL_KINDS, Formula, GradientOf, Guide, Hold, Labels, Minimum, Point, Window
+from .cards.figure import Mark
 from .plots.core import COLORS, SHADE, STYLE
+from .plots.lessons import Along, explorer_spec, mark_value
 from .registry import get
 from .symbolic import elementary, lower
 
-X = sp.Symbol("x", real=True)  # the position on the explorer's axis
 FIG_SIZE, FIG_DPI = (7.0, 3.1), 100  # the PNG is 700 x 310 px and is shown at exactly that size
 
 
-@dataclass(frozen=True)
-class Knob:
-    """A value the learner moves that is not a card parameter: a variable held fixed along the axis."""
+class Declared:
+    """A card's ``controls``, sorted by kind and checked once (a bad item is one line naming the card)."""
 
-    name: str
-    default: float
-    low: float
-    high: float
-    doc: str
-    step: float = 0.05
+    def __init__(self, card: Card):
+        items = tuple(getattr(card, "controls", None) or ())
+        self.holds: List[Hold] = []
+        self.point: Optional[Point] = None
+        self.windows: Dict[str, Window] = {}
+        self.labels: Dict[str, Labels] = {}
+        self.formulas: List[Formula] = []
+        self.minima: List[Minimum] = []
+        self.guides: List[Guide] = []
+        self.marks: List[Mark] = []  # card facts marked in the explorer only
+        self.gradient: Tuple[str, ...] = ()  # the variables of the gradient printed (default: the one the axis moves)
+        params = {p.name for p in card.params}
+        for item in items:
+            if isinstance(item, Hold):
+                self.holds.append(item)
+            elif isinstance(item, Point):
+                if self.point is not None:
+                    raise CardError(f"{card.name}: controls declare two Points ({self.point.name}, {item.name}); an explorer marks one")
+                self.point = item
+            elif isinstance(item, Window):
+                if item.param not in params:
+                    raise CardError(f"{card.name}: controls give a Window for {item.param!r}, which is not a parameter; parameters: {', '.join(sorted(params)) or 'none'}")
+                self.windows[item.param] = item
+            elif isinstance(item, Labels):
+                if item.param not in params:
+                    raise CardError(f"{card.name}: controls give Labels for {item.param!r}, which is not a parameter")
+                self.labels[item.param] = item
+            elif isinstance(item, Formula):
+                self.formulas.append(item)
+            elif isinstance(item, Minimum):
+                self.minima.append(item)
+            elif isinstance(item, Guide):
+                self.guides.append(item)
+            elif isinstance(item, Mark):
+                self.marks.append(item)
+            elif isinstance(item, GradientOf):
+                self.gradient = tuple(item.variables)
+            else:
+                kinds = ", ".join(k.__name__ for k in CONTROL_KINDS + (Mark,))
+                raise CardError(f"{card.name}: controls hold {item!r}; each item must be one of {kinds}")
+        self.knobs: Dict[str, Union[Hold, Point]] = {}
+        for knob in self.holds + ([self.point] if self.point else []):
+            if knob.name in params or knob.name in self.knobs:
+                raise CardError(f"{card.name}: the control {knob.name!r} is declared twice or shadows a parameter")
+            if not knob.low < knob.high:
+                raise CardError(f"{card.name}: the control {knob.name!r} needs low < high; got [{knob.low:g}, {knob.high:g}]")
+            self.knobs[knob.name] = knob
 
-    @property
-    def symbol(self) -> sp.Symbol:
-        return _k(self.name)
-
-
-@dataclass(frozen=True)
-class Marker:
-    """A vertical line on the axis: a card fact that is a position, or a position from the card's own bounds."""
-
-    label: str
-    fact: Optional[str] = None
-    position: Optional[Callable] = None  # (card, sympy params) -> expression in parameter and knob symbols, or None
-
-
-@dataclass(frozen=True)
-class View:
-    """What an explorer shows for one entry: the axis, the cut through the other variables, the controls."""
-
-    axis: str  # the axis as mathtext, e.g. r"$h$ (log-ratio margin)"
-    symbol: str  # the axis variable in mathtext, for the gradient's title, e.g. "h"
-    x_range: Tuple[float, float]
-    cut: Mapping[str, object]  # card variable -> expression in X and knob symbols
-    knobs: Tuple[Knob, ...] = ()
-    markers: Tuple[Marker, ...] = ()
-    zones: Tuple[Tuple[str, str], ...] = ()  # (fact name, legend text): interval facts shaded on the axis
-    point: Optional[str] = None  # a knob whose value is marked as a point on both curves
-    windows: Mapping[str, Tuple[float, float, float]] = field(default_factory=dict)  # slider (min, max, step) per parameter
-    switched_on: Mapping[str, float] = field(default_factory=dict)  # the value an optional parameter takes when switched on
-    label_choices: Mapping[str, Mapping[str, Mapping[str, float]]] = field(default_factory=dict)  # case value -> parameter -> {text: value}
-    fact_symbols: Mapping[str, str] = field(default_factory=dict)  # a symbol named in a fact -> the knob it stands for
-    extra_facts: Optional[Callable] = None  # (derivation, cut loss) -> [(name, doc, expression in parameters/knobs)]
-
-
-def _k(name):
-    """A knob's sympy symbol: its own name space, so it never binds a card symbol of the same name (PPO's A)."""
-    return sp.Symbol(f"knob_{name}", real=True)
-
-
-PAIR_CUT = {"policy_chosen_logps": X, "policy_rejected_logps": 0, "reference_chosen_logps": 0, "reference_rejected_logps": 0}
-REWARD_CUT = {"chosen_reward": X, "reject_reward": 0}
-
-
-def _kd_facts(d, cut):
-    """The student's minimum along z_0 (sympy solves ∂ℓ/∂z_0 = 0) and the teacher's probability of token 0."""
-    t = [_k(f"t_{k}") for k in range(3)]
-    minimum = solve_one(elementary(sp.diff(cut, X)), X)
-    teacher_p0 = sp.exp(t[0]) / (sp.exp(t[0]) + sp.exp(t[1]) + sp.exp(t[2]))
-    facts = [("teacher_p0", "the teacher's probability of token 0: softmax(t)₀", teacher_p0)]
-    if minimum is not None:
-        facts.append(("student_minimum", "the z₀ where the loss is minimal along the axis (sympy solves ∂ℓ/∂z₀ = 0): "
-                      "where the student's p₀ equals the teacher's", sp.simplify(minimum)))
-    return facts
+    def switched_on(self, prm: Param) -> Optional[float]:
+        """The value an optional parameter takes when switched on (None: the explorer offers no switch)."""
+        window = self.windows.get(prm.name)
+        return None if window is None else window.on
 
 
-def _basics_facts(d, cut):
-    x0 = _k("x0")
-    grad = sp.diff(cut, X).subs(X, x0)
-    return [("loss_at_x0", "-log σ(x₀)", cut.subs(X, x0)),
-            ("gradient_at_x0", "∂ℓ/∂x at x₀ (the card's gradient σ(x₀) - 1)", grad),
-            ("push_at_x0", "push = -∂ℓ/∂x at x₀: the step gradient descent takes, per unit learning rate", -grad)]
+def _knob_default(card: Card, knob, cut: Mapping[str, sp.Expr]) -> float:
+    """A Hold starts at the axis's value of its variable (or its own default); a Point at its default."""
+    if isinstance(knob, Hold):
+        missing = [v for v in knob.held if v not in cut]
+        if missing:
+            raise CardError(f"{card.name}: the control {knob.name!r} holds {missing[0]!r}, which is not on the axis; variables: {', '.join(cut)}")
+    if isinstance(knob, Hold) and knob.default is None:
+        value = cut.get(knob.held[0])
+        if getattr(value, "free_symbols", None):
+            raise CardError(f"{card.name}: the control {knob.name!r} holds {knob.held[0]!r}, which the axis does not hold at a number; "
+                            f"give the Hold a default")
+        return float(value)
+    return float(knob.default)
 
 
-VIEWS: Dict[str, View] = {
-    "basics": View(r"$x$", "x", (-8.0, 8.0), {"x": X}, knobs=(Knob("x0", -2.0, -8.0, 8.0, "the point x₀ marked on both curves"),),
-                   point="x0", extra_facts=_basics_facts),
-    "gptlm": View(r"$z_0$ (logit of token 0)", "z_0", (-6.0, 6.0), {"logits_0": X, "logits_1": _k("z_1"), "logits_2": _k("z_2")},
-                  knobs=(Knob("z_1", 0.0, -5.0, 5.0, "logit of token 1"), Knob("z_2", 0.0, -5.0, 5.0, "logit of token 2"))),
-    "kd": View(r"$z_0$ (student logit of token 0)", "z_0", (-6.0, 6.0),
-               {"logits_0": X, "logits_1": 0, "logits_2": 0, "teacher_logits_0": _k("t_0"), "teacher_logits_1": _k("t_1"), "teacher_logits_2": _k("t_2")},
-               knobs=(Knob("t_0", 1.0, -5.0, 5.0, "teacher logit of token 0"), Knob("t_1", 0.0, -5.0, 5.0, "teacher logit of token 1"),
-                      Knob("t_2", -1.0, -5.0, 5.0, "teacher logit of token 2")),
-               markers=(Marker("student minimum", fact="student_minimum"),), extra_facts=_kd_facts),
-    "dpo": View(r"$h$ (log-ratio margin)", "h", (-20.0, 20.0), PAIR_CUT),
-    "cdpo": View(r"$h$ (log-ratio margin)", "h", (-20.0, 20.0), PAIR_CUT, markers=(Marker("minimum h*", fact="minimum"),)),
-    "ipo": View(r"$h$ (log-ratio margin)", "h", (-20.0, 20.0), PAIR_CUT, markers=(Marker("target 1/(2β)", fact="target"),)),
-    "kto": View(r"$\Delta = \log\pi - \log\pi_{ref}$", r"\Delta", (-20.0, 20.0),
-                {"policy_chosen_logps": X, "reference_chosen_logps": 0, "policy_rejected_logps": X, "reference_rejected_logps": 0,
-                 "policy_KL_logps": _k("z"), "reference_KL_logps": 0},
-                knobs=(Knob("z", 0.0, 0.0, 15.0, "the reference point z (the KL estimate, clamped at 0, detached)"),),
-                markers=(Marker("gradient peak (Δ = z)", fact="gradient_peak"),), fact_symbols={"z_ref": "z"}),
-    "vanilla-kto": View(r"$\Delta_c$ (chosen log-ratio)", r"\Delta_c", (-20.0, 20.0),
-                        {"policy_chosen_logps": X, "reference_chosen_logps": 0, "policy_rejected_logps": _k("delta_r"), "reference_rejected_logps": 0},
-                        knobs=(Knob("delta_r", 0.0, -10.0, 10.0, "the rejected example's log-ratio Δ_r (its reference point for the chosen side is max(Δ_r, 0))"),)),
-    "ppo-policy": View(r"$\log r = \log\pi - \log\pi_{old}$", r"\log r", (-1.0, 1.75), {"log_probs": X, "old_log_probs": 0, "advantages": _k("A")},
-                       knobs=(Knob("A", 1.0, -2.0, 2.0, "the advantage A (its sign picks the side that is clipped)"),),
-                       markers=(Marker("lower clip edge log(1 - ε_low)", position=lambda c, p: sp.log(1 - c.bounds(p)[0])),
-                                Marker("upper clip edge log(1 + ε_high)", position=lambda c, p: sp.log(1 + c.bounds(p)[1])),
-                                Marker("log c (dual clip)", position=lambda c, p: None if p["dual_clip"] is None else sp.log(p["dual_clip"]))),
-                       windows={"clip_eps": (0.01, 0.9, 0.01), "clip_eps_low": (0.01, 0.9, 0.01), "clip_eps_high": (0.01, 2.0, 0.01),
-                                "dual_clip": (1.05, 5.0, 0.05)},
-                       switched_on={"clip_eps_low": 0.2, "clip_eps_high": 0.28, "dual_clip": 3.0}),
-    "ppo-value": View(r"$v$ (new value)", "v", (-3.0, 3.0), {"values": X, "old_values": _k("v_old"), "returns": _k("R")},
-                      knobs=(Knob("v_old", 0.0, -2.0, 2.0, "the old value v_old (the clip is centred on it)"),
-                             Knob("R", 1.0, -2.0, 2.0, "the return R (the regression target)")),
-                      markers=(Marker("lower clip edge", position=lambda c, p: None if c.bounds(p)[0] is None else _k("v_old") - c.bounds(p)[0]),
-                               Marker("upper clip edge", position=lambda c, p: None if c.bounds(p)[1] is None else _k("v_old") + c.bounds(p)[1]),
-                               Marker("return R", position=lambda c, p: _k("R"))),
-                      zones=(("flat_zone_above", "zero gradient (clip binds)"), ("flat_zone_below", "zero gradient (clip binds)")),
-                      windows={"clip_eps": (0.05, 2.0, 0.05), "clip_eps_low": (0.05, 2.0, 0.05), "clip_eps_high": (0.05, 2.0, 0.05)},
-                      switched_on={"clip_eps": 0.2, "clip_eps_low": 0.2, "clip_eps_high": 0.5}),
-    "pairwise": View(r"$\Delta = r_c - r_r$ (reward gap)", r"\Delta", (-8.0, 8.0), REWARD_CUT, markers=(Marker("fade point", fact="fade_point"),)),
-    "logexp": View(r"$\Delta = r_c - r_r$ (reward gap)", r"\Delta", (-8.0, 8.0), REWARD_CUT, markers=(Marker("fade point", fact="fade_point"),)),
-    "prm": View(r"$d = z_+ - z_-$", "d", (-8.0, 8.0), {"logits_0": X, "logits_1": 0}, markers=(Marker("optimum d*", fact="optimum"),),
-                label_choices={"hard": {"p": {"+ (p = 1)": 1.0, "− (p = 0)": 0.0}}}),
-}
-
-
-def view_of(card: Card) -> View:
+def _spec(card: Card, params: Mapping[str, object], symbolic: bool = True):
+    """``explorer_spec``; where a mark names a fact that this case lacks (PRM's optimum exists for soft labels
+    only), the spec of the card with those marks left out."""
     try:
-        return VIEWS[card.name]
+        return explorer_spec(card, params, symbolic=symbolic)
     except KeyError:
-        raise CardError(f"no explorer view for {card.name!r}; explorers: {', '.join(VIEWS)}") from None
+        if getattr(card.figure, "marks", None) is None:
+            raise
+        facts = {f.name for f in Derivation(card, card.resolve(dict(params), symbolic=symbolic)).facts}
+        figure = card.figure
+        kept = tuple(m for m in figure.marks if m.at is not None or m.fact in facts)
+        lean = type(type(card).__name__, (type(card),), {"figure": dataclasses.replace(figure, marks=kept)})()
+        return explorer_spec(lean, params, symbolic=symbolic)
 
 
 def slider_range(prm: Param, default: float) -> tuple:
@@ -201,65 +168,186 @@ def latex_at(expr: sp.Basic, values: Mapping[sp.Symbol, float], names: Mapping[s
     return sp.latex(at, symbol_names=dict(names), mul_symbol="dot")
 
 
-class _Lowered:
-    """Everything numeric about one structure (cases, switched-on options): built once, reused."""
 
-    def __init__(self, card: Card, view: View, structure: Mapping[str, object], sliding: Sequence[Param], knobs: Sequence[Knob]):
-        self.card, self.view = card, view
-        values = dict(structure)
-        for prm in sliding:
-            values[prm.name] = prm.symbol
-        self.derivation = d = Derivation(card, values)
+
+def _without_held_values(label: str) -> str:
+    """The axis label without its closing parenthesis, which states the values the axis holds fixed
+    ("value $v$ ($v_{old}$ = 0, R = 1)"): in the explorer those values are sliders, and they move."""
+    text = label.rstrip()
+    if not text.endswith(")"):
+        return label
+    depth = 0
+    for i in range(len(text) - 1, -1, -1):
+        depth += {")": 1, "(": -1}.get(text[i], 0)
+        if depth == 0:
+            return text[:i].rstrip() or label
+    return label
+
+
+def _legend(m: Mark, along, at_numbers) -> str:
+    """A mark's legend in the explorer: its label up to the first value it prints (the values move with the sliders).
+
+    A label function gets the parameters as symbols, or as numbers (``at_numbers``) where it needs them."""
+    label = m.label
+    if callable(label):
+        label = ""
+        for ctx in (along, at_numbers):
+            try:
+                label = str(m.label(ctx))
+                break
+            except (TypeError, ValueError, AttributeError, KeyError):
+                continue
+    text = ""
+    try:
+        for literal, field, _, _ in string.Formatter().parse(label or ""):
+            text += literal
+            if field is not None:
+                break
+    except ValueError:  # not a format string
+        text = label
+    text = text.strip(" =:")
+    if text.count("$") % 2:  # cut inside mathtext
+        text = text[:text.rindex("$")].strip(" =:")
+    return text or m.fact.replace("_", " ")
+
+
+class _Lowered:
+    """Everything numeric about one structure (cases, switched-on options): built once, reused.
+
+    The axis, the cut and the marks come from :func:`explorer_spec`; the variables the card's
+    controls hold become their sliders' symbols. An optional parameter that is switched on is
+    a symbol too (``explorer_spec`` resolves its parameters through the card, which takes numbers),
+    so its derivation is rebuilt with that symbol in it."""
+
+    def __init__(self, card: Card, declared: Declared, structure: Mapping[str, object], sliding: Sequence[Param],
+                 options: Mapping[str, float]):
+        self.card = card
+        spec = _spec(card, {**structure, **options})
+        d = spec.derivation
+        if options:
+            d = Derivation(card, {**d.params, **{name: card.param(name).symbol for name in options}})
+        self.derivation = d
+        self.x = x = spec.x
+        self.xlabel = _without_held_values(spec.xlabel) if declared.holds else spec.xlabel
+        knobs = list(declared.knobs.values())
         self.arg_sliders = [p.name for p in sliding] + [k.name for k in knobs]  # the slider behind each argument
         arg_symbols = [p.symbol for p in sliding] + [k.symbol for k in knobs]
         self.arg_names = [s.name for s in arg_symbols]
+        if x.name in self.arg_names:
+            raise CardError(f"{card.name}: the axis symbol {x.name!r} is also a parameter's name; rename one")
         self.arg_symbols = set(arg_symbols)
         self.symbol_of = dict(zip(self.arg_sliders, arg_symbols))
         self.slider_of = {s: n for n, s in self.symbol_of.items()}
-        cut_map = {d.symbols[v]: sp.sympify(e) for v, e in view.cut.items() if v in d.symbols}
+        cut = dict(spec.cut)
+        for hold in declared.holds:
+            for variable in hold.held:
+                if variable not in cut:
+                    raise CardError(f"{card.name}: the control {hold.name!r} holds {variable!r}, which is not on the axis; "
+                                    f"variables: {', '.join(cut)}")
+                cut[variable] = hold.symbol
+        cut_map = {d.symbols[v]: e for v, e in cut.items() if v in d.symbols}
         self.cut = d.loss.subs(cut_map)
-        names = ["x"] + self.arg_names
+        names = [x.name] + self.arg_names
         self.loss = lower(self.cut, names, "numpy")
-        self.grad = lower(sp.diff(self.cut, X), names, "numpy")
-        # a fact's variables take their values on the cut; a named symbol (KTO's z_ref) is a knob
-        fixed = {d.symbols[v]: sp.sympify(e) for v, e in view.cut.items() if v in d.symbols and X not in sp.sympify(e).free_symbols}
-        renamed = {s: _k(view.fact_symbols[s.name]) for s in _all_symbols(d) if s.name in view.fact_symbols}
-        self.latex_names = {**d._latex_names(), **{k.symbol: k.name for k in knobs}}
+        self.grad = lower(sp.diff(self.cut, x), names, "numpy")
+        # a fact's variables take their values on the cut; a symbol a control stands for (KTO's z_ref) is that control
+        fixed = {d.symbols[v]: e for v, e in cut.items() if v in d.symbols and not e.has(x)}
+        renamed = {s: h.symbol for h in declared.holds for s in _all_symbols(d) if s.name in h.stands_for}
+        subs = {**fixed, **renamed}
+        self.latex_names = {**d._latex_names(), **{k.symbol: sp.latex(sp.Symbol(k.name)) for k in knobs}}
         self.facts: List[dict] = []
         for fact in d.facts:
-            self._add_fact(fact.name, fact.doc, fact.value, {**fixed, **renamed})
-        if view.extra_facts is not None:
-            for name, doc, value in view.extra_facts(d, self.cut):
-                self._add_fact(name, doc, value, {})
-        p = d.p
-        self.markers = []
+            self._add_fact(fact.name, fact.doc, fact.value, subs)
+        self._add_declared_facts(declared, d)
+        self.markers: List[tuple] = []  # (legend, x position)
+        self.hlines: List[tuple] = []  # (legend, panel, y)
+        self.zones: List[tuple] = []  # (legend, (start, end))
         self._marker_symbols = set()
-        for marker in view.markers:
-            if marker.fact is not None:
-                found = [f for f in self.facts if f["name"] == marker.fact and f["kind"] == "number"]
-                if found:
-                    self.markers.append((marker.label, found[0]["fn"]))
-            else:
-                position = marker.position(card, p)
-                if position is not None:
-                    self._marker_symbols |= sp.sympify(position).free_symbols
-                    self.markers.append((marker.label, self._lower(sp.sympify(position))))
+        self._positions: List[sp.Expr] = []
+        # the marks explorer_spec chose, valued again here: along this cut the held variables are sliders
+        along = Along(p=d.params, x=x, cut=cut, loss=self.cut, d=d, lo=spec.x_range[0], hi=spec.x_range[1], tag="")
+        at_numbers = dataclasses.replace(along, p=card.resolve({**structure, **options}))
+        shown = {m.fact for m in declared.marks}
+        for m in [m for m, _ in spec.marks if m.fact not in shown] + list(declared.marks):
+            try:
+                value = mark_value(m, along)
+            except KeyError:  # a fact of another case (PPO's flat zones exist only while the clip is on): nothing to mark
+                continue
+            if value is not None:
+                self._add_mark(m, value.xreplace(renamed) if isinstance(value, sp.Basic) else value, along, at_numbers)
+        values = {**d.params, **{k.name: k.symbol for k in knobs}}
+        for guide in declared.guides:
+            position = guide.position(values)
+            if position is not None:
+                self._add_position(guide.label, sp.sympify(position))
+        for minimum in declared.minima:
+            if minimum.label:
+                self._add_position(minimum.label, next(f["value"] for f in self.facts if f["name"] == minimum.name))
         used = set(self.cut.free_symbols) | set(d.loss.free_symbols) | set(self._marker_symbols)
         for f in self.facts:
             used |= f["symbols"]
         self.used = {self.slider_of[s] for s in used if s in self.slider_of}  # the sliders that change something
-        self.zones = [(label, f["fn"]) for name, label in view.zones for f in self.facts if f["name"] == name and f["kind"] == "interval"]
-        self.gradient_variables = [v for v in d.variables if v.startswith("logits_")] if card.family == "sft" else [d.variables[0]]
+        moving = [v for v, e in spec.cut.items() if e.has(x)] or list(d.variables)
+        unknown = [v for v in declared.gradient if v not in d.variables]
+        if unknown:
+            raise CardError(f"{card.name}: GradientOf names {unknown[0]!r}, which is not a variable; variables: {', '.join(d.variables)}")
+        self.gradient_variables = list(declared.gradient) or moving[:1]  # the gradient printed below the figure
 
     def _lower(self, expr):
         return lower(expr, self.arg_names, "numpy")
+
+    def _lowerable(self, value) -> bool:
+        return isinstance(value, sp.Expr) and not getattr(value, "is_Matrix", False) and value.free_symbols <= self.arg_symbols
+
+    def _add_position(self, label, value):
+        if self._lowerable(value) and not any(sp.simplify(value - seen) == 0 for seen in self._positions):  # one line per position
+            self._positions.append(value)
+            self._marker_symbols |= value.free_symbols
+            self.markers.append((label, self._lower(value)))
+
+    def _add_mark(self, m: Mark, value, along, at_numbers):
+        label = _legend(m, along, at_numbers)
+        if m.kind in ("point", "edge"):
+            self._add_position(label, value)
+        elif m.kind == "limit" and self._lowerable(value):
+            self._marker_symbols |= value.free_symbols
+            self.hlines.append((label, m.panel, self._lower(value)))
+        elif m.kind == "zone" and isinstance(value, sp.Interval) and value.free_symbols <= self.arg_symbols:
+            # a zone whose form depends on a control's sign (PPO's policy loss) is not a single interval: not shaded
+            self._marker_symbols |= value.free_symbols
+            start, end = self._lower(value.start), self._lower(value.end)
+            self.zones.append((label, lambda *a: (start(*a), end(*a))))
+
+    def _add_declared_facts(self, declared: Declared, d: Derivation):
+        x = self.x
+        point = declared.point
+        if point is not None:
+            x0 = point.symbol
+            grad = sp.diff(self.cut, x).subs(x, x0)
+            name = point.name
+            self._add_fact(f"loss_at_{name}", f"ℓ at {name}", self.cut.subs(x, x0), {})
+            self._add_fact(f"gradient_at_{name}", f"∂ℓ/∂{x.name} at {name}", grad, {})
+            self._add_fact(f"push_at_{name}", f"push = -∂ℓ/∂{x.name} at {name}: the step gradient descent takes, per unit learning rate", -grad, {})
+        names = {**{s.name: s for s in self.arg_symbols}, **{k.name: k.symbol for k in declared.knobs.values()},
+                 **{p.name: p.symbol for p in self.card.params if not p.is_case}}
+        for formula in declared.formulas:
+            try:
+                value = sp.sympify(formula.expression, locals=names)
+            except (sp.SympifyError, SyntaxError, TypeError) as exc:
+                raise CardError(f"{self.card.name}: the explorer fact {formula.name!r} is not a formula sympy reads ({exc})") from None
+            self._add_fact(formula.name, formula.doc, value, {})
+        for minimum in declared.minima:
+            found = solve_one(elementary(sp.diff(self.cut, x)), x)
+            value = sp.nan if found is None else sp.simplify(found)
+            self._add_fact(minimum.name, minimum.doc, value, {})
 
     def _add_fact(self, name, doc, value, subs):
         entry = {"name": name, "doc": doc}
         if isinstance(value, sp.Basic) and subs:
             value = value.xreplace(subs)
+        entry["value"] = value
         entry["symbols"] = set(getattr(value, "free_symbols", ()))
-        if isinstance(value, sp.Expr) and not getattr(value, "is_Matrix", False) and value.free_symbols <= self.arg_symbols:
+        if self._lowerable(value):
             entry.update(kind="number", fn=self._lower(value))
         elif isinstance(value, sp.Interval) and value.free_symbols <= self.arg_symbols:
             start, end = self._lower(value.start), self._lower(value.end)
@@ -287,10 +375,9 @@ class Explorer:
         import ipywidgets as w
 
         self.card = get(card) if isinstance(card, str) else card
-        self.view = view_of(self.card)
-        self.x_range = _x_range(x_range) if x_range is not None else self.view.x_range
-        self.xs = np.linspace(*self.x_range, 401)
-        self.knobs = {k.name: k for k in self.view.knobs}
+        self.declared = declared = Declared(self.card)
+        self.given_x_range = _x_range(x_range) if x_range is not None else None
+        self.knobs = declared.knobs  # the controls that are not parameters: held variables and the point
         card_params = {k: v for k, v in params.items() if k not in self.knobs}
         for name, value in params.items():
             if name in self.knobs:
@@ -298,14 +385,17 @@ class Explorer:
         # a fixed-label case (PRM hard) gets its label dropdown; the card checks the combination
         resolved = self.card.resolve(card_params)
         self.cases = {p.name: resolved[p.name] for p in self.card.params if p.is_case}
+        spec = _spec(self.card, resolved, symbolic=False)  # the axis's values start the held variables
+        self.x_range = self.given_x_range or spec.x_range
+        self.xs = np.linspace(*self.x_range, 401)
 
         self.sliders: Dict[str, object] = {}
         self.switches: Dict[str, object] = {}
         self.dropdowns: Dict[str, object] = {}
         self.label_dropdowns: Dict[str, object] = {}
         rows = []
-        # an optional parameter the view does not offer (PPO's overflow clamp) keeps the value given or its default
-        self.fixed = {p.name: resolved[p.name] for p in self.card.params if p.optional and p.name not in self.view.switched_on}
+        # an optional parameter the card offers no switch for (PPO's overflow clamp) keeps the value given or its default
+        self.fixed = {p.name: resolved[p.name] for p in self.card.params if p.optional and declared.switched_on(p) is None}
         for prm in self.card.params:
             if prm.name in self.fixed:
                 continue
@@ -318,8 +408,12 @@ class Explorer:
                 continue
             default = resolved[prm.name]
             on = default is not None
-            start = float(default) if on else float(self.view.switched_on.get(prm.name, prm.low if prm.low is not None else 0.0))
-            lo, hi, step = self.view.windows.get(prm.name) or slider_range(prm, start)
+            start = float(default) if on else float(declared.switched_on(prm))
+            window = declared.windows.get(prm.name)
+            lo, hi, step = slider_range(prm, start)
+            if window is not None:
+                lo, hi, step = (lo if window.low is None else window.low, hi if window.high is None else window.high,
+                                step if window.step is None else window.step)
             slider = w.FloatSlider(value=float(min(max(start, lo), hi)), min=lo, max=hi, step=step, description=prm.name,
                                    continuous_update=True, readout_format=".3g", style={"description_width": "initial"},
                                    layout=w.Layout(width="300px"))
@@ -333,18 +427,18 @@ class Explorer:
                 rows.append(w.HBox([switch, slider], layout=w.Layout(width="360px")))
             else:
                 rows.append(slider)
-        for case, per_param in self.view.label_choices.items():
-            for name, choices in per_param.items():
-                box = w.Dropdown(options=list(choices.items()), description=f"{name} (label)", style={"description_width": "initial"},
-                                 layout=w.Layout(width="300px"))
-                value = resolved.get(name)
-                if value in choices.values():
-                    box.value = float(value)
-                box.observe(self._structure_changed, names="value")
-                self.label_dropdowns[name] = box
-                rows.append(box)
-        for knob in self.view.knobs:
-            slider = w.FloatSlider(value=float(params.get(knob.name, knob.default)), min=knob.low, max=knob.high, step=knob.step,
+        for name, labels in declared.labels.items():
+            box = w.Dropdown(options=list(labels.choices.items()), description=f"{name} (label)", style={"description_width": "initial"},
+                             layout=w.Layout(width="300px"))
+            value = resolved.get(name)
+            if value in labels.choices.values():
+                box.value = float(value)
+            box.observe(self._structure_changed, names="value")
+            self.label_dropdowns[name] = box
+            rows.append(box)
+        for knob in self.knobs.values():
+            start = params.get(knob.name, _knob_default(self.card, knob, spec.cut))
+            slider = w.FloatSlider(value=float(start), min=knob.low, max=knob.high, step=knob.step,
                                    description=knob.name, continuous_update=True, readout_format=".3g",
                                    style={"description_width": "initial"}, layout=w.Layout(width="300px"), tooltip=knob.doc)
             slider.observe(self._changed, names="value")
@@ -384,20 +478,27 @@ class Explorer:
                 continue
             if prm.name in self.switches and not self.switches[prm.name].value:
                 structure[prm.name] = None
-        for case_value in self.cases.values():  # a case that fixes a parameter to a label (PRM hard: p is 1 or 0)
-            for name in self.view.label_choices.get(case_value, {}):
+        for name, labels in self.declared.labels.items():  # a case that fixes a parameter to a label (PRM hard: p is 1 or 0)
+            if labels.case in self.cases.values():
                 structure[name] = self.label_dropdowns[name].value
         return structure
 
-    def _rebuild(self):
+    def _current(self, structure) -> Dict[str, object]:
+        """Every parameter at its current value: the structure and the sliders that move."""
+        return {**{k: v for k, v in structure.items()}, **{p.name: float(self.sliders[p.name].value) for p in self.sliding}}
+
+    def _rebuild(self, refit_x: bool = False):
         structure = self._structure()
         self.sliding = [p for p in self.card.params if not p.is_case and p.name not in structure]
         key = (self.card.name, id(self.card), tuple(sorted(structure.items(), key=lambda kv: kv[0])))
         # the card validates the combination (e.g. PRM hard labels need p in {0, 1})
-        given = {k: v for k, v in structure.items() if v is not None}
-        self.card.resolve({**given, **{p.name: self.sliders[p.name].value for p in self.sliding}})
+        current = self.card.resolve(self._current(structure))
+        if refit_x and self.given_x_range is None:  # a case or switch may move the declared range (PPO's dual clip c)
+            self.x_range = _spec(self.card, current, symbolic=False).x_range
+            self.xs = np.linspace(*self.x_range, 401)
         if key not in _LOWERED:
-            _LOWERED[key] = _Lowered(self.card, self.view, structure, self.sliding, self.view.knobs)
+            options = {p.name: current[p.name] for p in self.sliding if p.optional}
+            _LOWERED[key] = _Lowered(self.card, self.declared, structure, self.sliding, options)
         self.lowered = _LOWERED[key]
         for name, box in self.label_dropdowns.items():
             box.layout.display = None if name in structure else "none"
@@ -438,25 +539,33 @@ class Explorer:
                 for ax in (self.ax_loss, self.ax_grad):
                     line = ax.axvline(0, color=color, linestyle=styles[k % 3], linewidth=1.2, animated=True, gid=f"guide-marker:{label}")
                     self.marker_lines.append((k, line))
+            self.hline_artists = []
+            for k, (label, panel, _) in enumerate(low.hlines):
+                color = COLORS[2 + (len(low.markers) + k) % (len(COLORS) - 2)]
+                ax = self.ax_loss if panel == "loss" else self.ax_grad
+                line = ax.axhline(0, color=color, linestyle=":", linewidth=1.2, animated=True, gid=f"guide-limit:{label}")
+                self.hline_artists.append((k, line))
             self.point_dots = []
-            if self.view.point:
+            if self.declared.point:
                 for ax, color in ((self.ax_loss, COLORS[0]), (self.ax_grad, COLORS[1])):
                     (dot,) = ax.plot([0], [0], "o", color=color, markersize=6, animated=True, gid="point")
                     self.point_dots.append(dot)
             self.ax_grad.axhline(0, color="0.6", linewidth=0.8, gid="guide-zero")
             for ax in (self.ax_loss, self.ax_grad):
                 ax.set_xlim(*self.x_range)
-                ax.set_xlabel(self.view.axis)
+                ax.set_xlabel(low.xlabel)
             self.ax_loss.set_title(r"loss $\ell$")
-            self.ax_grad.set_title(rf"gradient $\partial\ell/\partial {self.view.symbol}$")
+            self.ax_grad.set_title(rf"gradient $\partial\ell/\partial {sp.latex(low.x)}$")
             self.figure.suptitle(f"{self.card.title}: loss and gradient along the axis", fontsize=9.5)
             handles = [Line2D([], [], color=COLORS[0], label="loss"), Line2D([], [], color=COLORS[1], label="gradient")]
             handles += [Line2D([], [], color=COLORS[2 + k % (len(COLORS) - 2)], linestyle=styles[k % 3], label=label)
                         for k, (label, _) in enumerate(low.markers)]
+            handles += [Line2D([], [], color=COLORS[2 + (len(low.markers) + k) % (len(COLORS) - 2)], linestyle=":", label=label)
+                        for k, (label, _, _) in enumerate(low.hlines)]
             if low.zones:
                 handles.append(Patch(color=SHADE, alpha=0.35, label=low.zones[0][0]))
-            if self.view.point:
-                handles.append(Line2D([], [], marker="o", linestyle="none", color="0.3", label=f"the point {self.view.point}"))
+            if self.declared.point:
+                handles.append(Line2D([], [], marker="o", linestyle="none", color="0.3", label=f"the point {self.declared.point.name}"))
             self.legend = self.figure.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), frameon=False,
                                              bbox_to_anchor=(0.5, 0.0))
         self._background = None
@@ -493,15 +602,21 @@ class Explorer:
             x = float(low.markers[k][1](*args))
             line.set_xdata([x, x])
             line.set_visible(bool(np.isfinite(x)))
+        for k, line in self.hline_artists:
+            _, panel, fn = low.hlines[k]
+            y = float(fn(*args)) * (-1 if panel == "push" else 1)  # the explorer draws the gradient; a push panel's limit is minus it
+            line.set_ydata([y, y])
+            line.set_visible(bool(np.isfinite(y)))
         for k, patch in self.zone_patches:
             start, end = (float(v) for v in low.zones[k][1](*args))
+            start, end = max(start, self.x_range[0]), min(end, self.x_range[1])  # a zone that runs on forever is shaded to the frame
             ok = np.isfinite(start) and np.isfinite(end) and end > start
             patch.set_visible(bool(ok))
             if ok:
                 patch.set_x(start)
                 patch.set_width(end - start)
         if self.point_dots:
-            x0 = np.float64(self.sliders[self.view.point].value)
+            x0 = np.float64(self.sliders[self.declared.point.name].value)
             for dot, fn in zip(self.point_dots, (low.loss, low.grad)):
                 dot.set_data([x0], [float(fn(np.array([x0]), *args)[0])])
         self.image.value = self._render(full=rescaled or self._background is None)
@@ -563,7 +678,8 @@ class Explorer:
             self._background = self.canvas.copy_from_bbox(self.figure.bbox)
         else:
             self.canvas.restore_region(self._background)
-        animated = [p for _, p in self.zone_patches] + [self.loss_line, self.grad_line] + [l for _, l in self.marker_lines] + self.point_dots
+        animated = [p for _, p in self.zone_patches] + [self.loss_line, self.grad_line] + [l for _, l in self.marker_lines]
+        animated += [l for _, l in self.hline_artists] + self.point_dots
         for artist in animated:
             if artist.get_visible():
                 artist.axes.draw_artist(artist)
@@ -644,7 +760,7 @@ class Explorer:
         self.cases = {name: box.value for name, box in self.dropdowns.items()}
         for name, switch in self.switches.items():
             self.sliders[name].disabled = not switch.value
-        self._rebuild()
+        self._rebuild(refit_x=True)
 
     def _place(self, name: str, value: float):
         slider = self.sliders[name]
@@ -710,7 +826,7 @@ def _x_range(given) -> Tuple[float, float]:
     return low, high
 
 
-def _check_knob(entry: str, knob: Knob, value) -> float:
+def _check_knob(entry: str, knob, value) -> float:
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -816,11 +932,11 @@ def explore(names: Union[str, Sequence[str]], **params):
     if not names:
         raise CardError("explore needs at least one entry name")
     cards = [get(n) for n in names]
-    own_names = [{p.name for p in c.params} | {k.name for k in view_of(c).knobs} for c in cards]
+    own_names = [{p.name for p in c.params} | set(Declared(c).knobs) for c in cards]
     for key in params:
         if not any(key in own for own in own_names):
             raise CardError(f"no explorer among {', '.join(c.name for c in cards)} has the parameter {key!r}")
     return Explorers([Explorer(c, **{k: v for k, v in params.items() if k in own}) for c, own in zip(cards, own_names)])
 
 
-__all__ = ["Explorer", "Explorers", "explore", "slider_range", "latex_at", "VIEWS"]
+__all__ = ["Explorer", "Explorers", "explore", "slider_range", "latex_at"]

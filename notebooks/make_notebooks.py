@@ -723,6 +723,8 @@ if _DYNAMICS is not None:
 
 def main():
     for name, cells in NOTEBOOKS.items():
+        for k, cell in enumerate(cells):  # nbformat draws random ids: derive them, so regenerating changes nothing
+            cell["id"] = f"{name.split('_')[0]}-{k:03d}"
         nb = new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
                                                    "language_info": {"name": "python"}})
         nbformat.write(nb, HERE / f"{name}.ipynb")

@@ -279,6 +279,50 @@ def test_explorer_scrubs_without_retraining():
         explorer.set(ches=5)
 
 
+@pytest.mark.parametrize("name, steps", [("likelihood-displacement", 20), ("trust-region", 3)])
+def test_explorer_image_fits_a_notebook_at_its_pixel_size(name, steps):
+    """A notebook's output area is ~844 px wide at a 1280 px window: the PNG is narrower and pinned to its size."""
+    pytest.importorskip("ipywidgets")
+    import io
+
+    from PIL import Image
+
+    from lossviz.dynamics.explorer import MAX_WIDTH_PX, DynamicsExplorer
+    from lossviz.plots.layout_check import collisions
+
+    explorer = DynamicsExplorer(name, steps=steps)
+    width, height = Image.open(io.BytesIO(explorer.image.value)).size
+    assert width <= MAX_WIDTH_PX <= 844
+    assert (explorer.image.width, explorer.image.height) == (str(width), str(height))
+    layout = explorer.image.layout
+    assert (layout.width, layout.min_width, layout.max_width, layout.height) == (f"{width}px",) * 3 + (f"{height}px",)
+    fig = explorer.figure
+    assert 9 * fig.dpi / 72 >= 12  # the 9 pt texts are drawn at least 12 px tall, as in the card explorers
+    assert collisions(fig) == []
+    boxes = [ax.get_position() for ax in fig.axes]
+    lefts = sorted({round(b.x0, 3) for b in boxes})
+    assert len(lefts) >= 2 and max(b.x1 for b in boxes) - min(b.x0 for b in boxes) > 0.8  # rows of panels side by side
+    renderer = fig.canvas.get_renderer()
+    for ax, box in zip(fig.axes, boxes):
+        if box.x0 < min(lefts) + 0.05:  # a panel starting a row names its y axis, shared or not
+            shown = [t for t in ax.get_yticklabels() if t.get_visible() and t.get_text()]
+            assert shown and ax.get_ylabel(), f"{ax.get_title()!r}: no y tick labels or y label"
+            assert all(t.get_window_extent(renderer).x0 >= 0 for t in shown)
+
+
+def test_explorer_cursor_on_every_panel_over_steps():
+    """Panels drawn against the step (a per-step change starts at step 1) get the scrubbing cursor; the features panel not."""
+    pytest.importorskip("ipywidgets")
+    from lossviz.dynamics.explorer import DynamicsExplorer
+
+    explorer = DynamicsExplorer("likelihood-displacement", steps=20)
+    titles = sorted(cursor.axes.get_title() for cursor in explorer.cursors)
+    assert titles == ["log-probabilities", "one step's change of log π(y_c)", "the margin grows"]
+    explorer.show_step(10)
+    change = explorer.sim["dpo"]["logp_chosen"][10] - explorer.sim["dpo"]["logp_chosen"][9]
+    assert any(dot.get_ydata()[0] == pytest.approx(change, rel=1e-9) for dot, _ in explorer.markers)
+
+
 def test_progress_bar_only_on_a_terminal(monkeypatch):
     import io
 

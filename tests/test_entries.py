@@ -18,6 +18,7 @@ import sympy as sp
 from lossviz.cards.base import Derivation
 from lossviz.cards.figure import LessonFigure
 from lossviz.cli import main
+from lossviz.plots.lessons import curve_gid, mark_gid
 from lossviz.registry import cards, names
 
 CARDS = cards()
@@ -110,18 +111,18 @@ def test_declared_lesson_figure_plots_the_card(card):
 
     fig = figure(card.name)
     d = Derivation(card, card.resolve({}))
-    kinds = [p.kind for p in card.figure.panels]
-    xs, ys = _line(fig, f"{kinds[0]}:loss")
+    panels = [p for p in card.figure.panels if not p.cut]  # a panel with its own cut shows a second case
+    xs, ys = _line(fig, curve_gid(card, panels[0], d.params))
     loss, grad = _expected_along_axis(card, d, xs)
     want = {"loss": loss, "grad": grad, "push": -grad}
-    for kind in kinds:
-        x, y = _line(fig, f"{kind}:loss")
-        np.testing.assert_allclose(y, want[kind], rtol=1e-9, atol=1e-12, err_msg=f"{card.name} {kind} panel")
+    for panel in panels:
+        x, y = _line(fig, curve_gid(card, panel, d.params))
+        np.testing.assert_allclose(y, want[panel.kind], rtol=1e-9, atol=1e-12, err_msg=f"{card.name} {panel.kind} panel")
     for mark in card.figure.marks:
-        if mark.kind in ("point", "edge") and mark.at is None:
+        if mark.kind in ("point", "edge") and mark.at is None and not mark.given and mark.drawn and mark.when is None:
             value = d.fact(mark.fact).value
             if value.is_finite:
-                x, _ = _line(fig, f"marker:{mark.fact}:0")
+                x, _ = _line(fig, mark_gid(mark))
                 assert x[0] == pytest.approx(float(value), rel=1e-12, abs=1e-12), (card.name, mark.fact)
 
 

@@ -184,7 +184,7 @@ def test_logexp_and_pairwise_draw_the_same_picture():
     from matplotlib.figure import Figure
 
     from lossviz.plots.cut import along
-    from lossviz.plots.custom import GAP
+    from lossviz.cards.reward import GAP
 
     xs = np.linspace(-6, 8, 400)
     pixels = []
@@ -625,3 +625,59 @@ def test_explorer_spec_reads_the_declaration():
     values = {m.fact: v for m, v in spec.marks}
     assert float(values["weight_wrong_order"]) == -0.5 and float(values["weight_at_zero"]) == 0.0  # the gradient's limit -β; h = 0
     assert spec.cut["policy_chosen_logps"] == spec.x and spec.cut["reference_rejected_logps"] == 0
+
+
+def _two_case_card():
+    from lossviz.cards._common import sym
+    from lossviz.cards.base import Card, Fact, Param
+    from lossviz.cards.figure import Axis, Curve, LessonFigure, Mark, Panel
+    from lossviz.symbolic import LogSigmoid
+
+    class Signed(Card):  # -log σ(s·u - m): the sign s picks the side, a second case beside the first
+        name = "signed-logistic"
+        title = "signed logistic"
+        params = (Param("m", 1.0, "the shift m", "m"),)
+        axis = Axis("u", {"u": "u", "s": 1}, (-6.0, 6.0), "score $u$")
+        figure = LessonFigure(
+            panels=(Panel("loss", "loss", tag="s_plus", title="s = +1"), Panel("loss", "loss", tag="s_minus", title="s = -1", cut={"s": -1}),
+                    Panel("grad", "gradient", tag="s_plus")),
+            title="each side approaches its asymptote m - s·u", rows=1,
+            curves=(Curve(lambda c: c.p["m"] - c.cut["s"] * c.x, "asymptote_{tag}", "asymptote $m - su$", panels=("loss", "grad"),
+                          style={"color": "0.5", "linestyle": ":"}),),
+            marks=(Mark("shift", kind="edge", at="m", label="u = m", once=True),
+                   Mark("gap", kind="gap", at=lambda c: c.lo + 0.25 * (c.hi - c.lo), to="asymptote_{tag}", on="s_plus",
+                        label="gap {gap:.4f}", once=True)))
+
+        def variables(self, p):
+            return ("u", "s")
+
+        def loss(self, p):
+            return -LogSigmoid(sym("s") * sym("u") - p["m"])
+
+        def facts(self, d):
+            return [Fact("shift", "m", lambda: d.p["m"])]
+
+    return Signed()
+
+
+def test_reference_curves_second_cases_and_once_marks_are_data():
+    """A Curve is drawn with its derivative on a gradient panel; a Panel's cut shows a second case; a once mark has a bare gid."""
+    from lossviz.plots.layout_check import collisions
+
+    card = _two_case_card()
+    fig = _draw(card, [{"m": 1.5}])
+    u, plus = xy(by_gid(fig, "loss:s_plus"))
+    np.testing.assert_allclose(plus, np.logaddexp(0.0, -(u - 1.5)), rtol=1e-12)
+    _, minus = xy(by_gid(fig, "loss:s_minus"))
+    np.testing.assert_allclose(minus, np.logaddexp(0.0, -(-u - 1.5)), rtol=1e-12)  # the panel's own cut: s = -1
+    _, grad = xy(by_gid(fig, "grad:s_plus"))
+    np.testing.assert_allclose(grad, -1 / (1 + np.exp(u - 1.5)), rtol=1e-10)
+    np.testing.assert_allclose(xy(by_gid(fig, "loss:asymptote_s_minus"))[1], 1.5 + u, rtol=1e-12)
+    np.testing.assert_allclose(xy(by_gid(fig, "grad:asymptote_s_plus"))[1], -1.0)  # the reference's derivative on the gradient panel
+    edges = [line for ax in fig.axes for line in ax.get_lines() if line.get_gid() == "marker:shift"]
+    assert len(edges) == 3 and all(float(line.get_xdata()[0]) == 1.5 for line in edges)  # the parameter m, on every panel
+    x = -6.0 + 0.25 * 12.0
+    gap = math.log1p(math.exp(-(x - 1.5))) - (1.5 - x)  # -log σ(u - m) - (m - u) = log(1 + e^{u - m})
+    assert f"gap {gap:.4f}" in _texts(fig)
+    assert [ax.get_title() for ax in fig.axes] == ["s = +1", "s = -1", ""]
+    assert collisions(fig) == []

@@ -172,14 +172,14 @@ def test_plugin_card_is_in_the_gallery(hinge):
 def test_plugin_card_explores(hinge):
     from lossviz.widgets import Explorer
 
-    try:
-        e = Explorer("squared-hinge", margin=0.5)
-    except CardError as exc:
-        if "no explorer view" not in str(exc):
-            raise
-        pytest.xfail("lossviz.widgets builds explorers from its own VIEWS table, not from the card's declared axis")
+    e = Explorer("squared-hinge", margin=0.5)  # from the card's axis and figure alone: it declares no controls
     xs = np.asarray(e.xs, dtype=float)
     np.testing.assert_allclose(e.loss_line.get_ydata(), np.maximum(0.0, 0.5 - xs) ** 2, rtol=1e-10, atol=1e-12)
+    assert list(e.sliders) == ["margin"] and [label for label, _ in e.lowered.markers] == ["hinge Δ = m"]  # its parameter, its marked fact
+    assert float(e.marker_lines[0][1].get_xdata()[0]) == pytest.approx(0.5)
+    e.set(margin=1.0)
+    np.testing.assert_allclose(e.loss_line.get_ydata(), np.maximum(0.0, 1.0 - xs) ** 2, rtol=1e-10, atol=1e-12)
+    assert float(e.marker_lines[0][1].get_xdata()[0]) == pytest.approx(1.0)
 
 
 # --- broken and clashing plugins never take down the built-in entries ---------------------------------

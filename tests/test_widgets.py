@@ -16,23 +16,27 @@ import sympy as sp
 import lossviz
 from lossviz.cards.base import CardError, Derivation
 from lossviz.registry import get, names
-from lossviz.widgets import FIG_DPI, FIG_SIZE, VIEWS, X, Explorer, Explorers, explore, latex_at, slider_range
+from lossviz.cards.controls import GradientOf, Hold, Point, Window
+from lossviz.widgets import FIG_DPI, FIG_SIZE, Explorer, Explorers, explore, latex_at, slider_range
 
 
 def card_curve(e: Explorer, xs):
-    """The card's loss along the explorer's axis at its current values, evaluated through the card alone."""
+    """The card's loss along its declared axis at the explorer's current values, evaluated through the card alone:
+    the axis's cut, with each variable the card's controls hold at its slider's value."""
     card = e.card
     given = {**e.cases, **{k: v for k, v in e.params.items() if k not in e.knobs}}
     given.update({k: v for k, v in e.fixed.items() if v is not None})
     for name, switch in e.switches.items():
         if not switch.value:
             given.pop(name, None)
-    d = Derivation(card, card.resolve(given))
-    knob_values = {e.knobs[k].symbol: e.sliders[k].value for k in e.knobs}
-    values = {}
-    for v in d.variables:
-        expr = sp.sympify(e.view.cut[v])
-        values[v] = xs if expr == X else np.full_like(xs, float(expr.xreplace(knob_values)))
+    params = card.resolve(given)
+    d = Derivation(card, params)
+    cut = card.axis.values(params)
+    for item in getattr(card, "controls", ()):
+        if isinstance(item, Hold):
+            for variable in item.held:
+                cut[variable] = sp.Float(e.sliders[item.name].value)
+    values = {v: np.broadcast_to(sp.lambdify(card.axis.x, cut[v], "numpy")(xs), xs.shape).astype(float) for v in d.variables}
     return d.evaluate(values)
 
 
@@ -70,7 +74,7 @@ LESSON_CONTROLS = {
 
 
 def test_every_explorer_has_the_controls_of_its_lesson():
-    assert set(LESSON_CONTROLS) == set(names()) == set(VIEWS)
+    assert set(LESSON_CONTROLS) == set(names())
     for name, wanted in LESSON_CONTROLS.items():
         e = Explorer(name)
         assert wanted <= set(e.controls()), (name, wanted - set(e.controls()))
@@ -173,9 +177,8 @@ def test_clip_eps_changes_the_value_loss_and_the_flat_zone_is_where_the_clip_bin
     np.testing.assert_allclose(e.loss_line.get_ydata(), (e.xs + 1.0) ** 2 / 2, rtol=1e-12, atol=1e-12)
 
 
-def reference_policy_loss(x, A, low, high, dual):
-    """PPO's clipped surrogate per token, written out in numpy (dual clip for A < 0)."""
-    r = np.exp(x)
+def reference_policy_loss(r, A, low, high, dual):
+    """PPO's clipped surrogate per token at the ratio r, written out in numpy (dual clip for A < 0)."""
     loss = np.maximum(-A * r, -A * np.clip(r, 1 - low, 1 + high))
     if dual is not None and A < 0:
         loss = np.minimum(loss, -dual * A)
@@ -183,18 +186,21 @@ def reference_policy_loss(x, A, low, high, dual):
 
 
 def test_policy_explorer_shows_the_sign_of_a_dual_clip_and_clip_higher():
-    e = Explorer("ppo-policy")
+    e = Explorer("ppo-policy")  # along the card's axis, the ratio r
+    assert e.xs[0] > 0 and e.x_range == get("ppo-policy").axis.default_range(get("ppo-policy").resolve({}))
     np.testing.assert_allclose(e.loss_line.get_ydata(), reference_policy_loss(e.xs, 1.0, 0.2, 0.2, None), rtol=1e-12)
     e.set(A=-1.0)
     np.testing.assert_allclose(e.loss_line.get_ydata(), reference_policy_loss(e.xs, -1.0, 0.2, 0.2, None), rtol=1e-12)
     e.set(dual_clip=3.0)
     assert e.switches["dual_clip"].value
+    assert e.x_range[1] == pytest.approx(4.0)  # the card's range widens to c + 1 once dual clip is on
     np.testing.assert_allclose(e.loss_line.get_ydata(), reference_policy_loss(e.xs, -1.0, 0.2, 0.2, 3.0), rtol=1e-12)
-    assert at(e, e.grad_line, 1.5) == 0.0  # above log c: capped, no gradient
+    assert at(e, e.grad_line, 3.5) == 0.0  # above c: capped, no gradient
     marks = sorted(float(line.get_xdata()[0]) for _, line in e.marker_lines[::2])
-    assert marks == pytest.approx(sorted([math.log(0.8), math.log(1.2), math.log(3.0)]))
+    assert marks == pytest.approx([0.8, 1.2, 3.0])  # the clip edges 1 ± ε and c, from the card's Guides
     e.set(clip_eps_low=0.1, clip_eps_high=0.28, A=1.0)  # clip-higher
     np.testing.assert_allclose(e.loss_line.get_ydata(), reference_policy_loss(e.xs, 1.0, 0.1, 0.28, 3.0), rtol=1e-12)
+    assert sorted(float(line.get_xdata()[0]) for _, line in e.marker_lines[::2]) == pytest.approx([0.9, 1.28, 3.0])
     assert "clip_eps" not in e.params  # both sides overridden: the symmetric width changes nothing, so it is hidden
     e.set(dual_clip=None)
     assert not e.switches["dual_clip"].value and "dual_clip" not in e.params
@@ -313,7 +319,7 @@ def test_explore_passes_values_on_and_refuses_unknown_ones():
         explore(["dpo", "ipo"], gamma=1)
     with pytest.raises(CardError, match="at least one"):
         explore([])
-    with pytest.raises(CardError, match=r"v_old must be in \[-2, 2\]"):
+    with pytest.raises(CardError, match=r"v_old must be in \[-1, 2\] in the ppo-value explorer"):
         Explorer("ppo-value", v_old=5)
     with pytest.raises(CardError, match="x_range must be finite with low < high"):
         Explorer("dpo", x_range=(2, 1))
@@ -331,3 +337,62 @@ def test_out_of_range_values_are_clamped_by_sliders_and_refused_by_set():
         e.set(gamma=1)
     e.set(beta=5.0)  # valid but beyond the slider window: the window grows
     assert e.sliders["beta"].value == 5.0
+
+
+# --- the card is the only declaration ------------------------------------------------------------------------
+@pytest.mark.parametrize("name", names())
+def test_axis_range_label_and_controls_come_from_the_card(name):
+    from lossviz.plots.lessons import explorer_spec
+
+    card = get(name)
+    e = Explorer(name)
+    spec = explorer_spec(card, card.resolve({}), symbolic=False)
+    declared = getattr(card, "controls", ())
+    xlabel = e.ax_loss.get_xlabel()
+    assert e.x_range == spec.x_range and xlabel == e.ax_grad.get_xlabel() and spec.xlabel.startswith(xlabel)
+    if any(isinstance(c, Hold) for c in declared):  # the values the axis label states are sliders here: not printed
+        assert not re.search(r"\(.*=.*\)\s*$", xlabel), xlabel
+    else:
+        assert xlabel == spec.xlabel
+    assert list(e.knobs) == [c.name for c in declared if isinstance(c, (Hold, Point))]
+    for c in declared:
+        if isinstance(c, Hold):  # starts at the axis's value of the variable it holds
+            assert e.sliders[c.name].value == pytest.approx(float(spec.cut[c.held[0]]))
+        if isinstance(c, Window) and c.high is not None:
+            assert (e.sliders[c.param].min, e.sliders[c.param].max) == (c.low, c.high)
+    real = {p.name for p in card.params if not p.is_case and not (p.optional and p.name in e.fixed)}
+    assert real <= set(e.sliders) and {p.name for p in card.params if p.is_case} == set(e.dropdowns)
+
+
+def test_a_control_declared_on_a_new_card_is_a_slider_that_moves_its_variable():
+    from lossviz.cards.reward import PairWise
+
+    class HeldPairwise(PairWise):
+        name = "held-pairwise"
+        controls = (Hold("reject_reward", "r_r", -3.0, 3.0, "the rejected reward"),)
+
+    e = Explorer(HeldPairwise(), margin=1.0)
+    assert e.sliders["r_r"].value == 0.0  # the axis holds r_r at 0
+    for r_r in (-2.0, 2.5):
+        e.set(r_r=r_r)  # -log σ(Δ - r_r - m): the curve shifts right by r_r
+        np.testing.assert_allclose(e.loss_line.get_ydata(), np.logaddexp(0, -(e.xs - r_r - 1.0)), rtol=1e-12)
+        assert e.fact_values()["fade_point"] == pytest.approx(1.0 + math.log(9))  # the card's fact is in the gap Δ, not in r_c
+
+
+@pytest.mark.parametrize("controls, needle", [
+    ((object(),), "each item must be one of Hold, Point"),
+    ((Hold("policy_KL_logps", "z", 0.0, 1.0, "not on this axis"),), "holds 'policy_KL_logps', which is not on the axis"),
+    ((Window("gamma", 0.0, 1.0),), "Window for 'gamma', which is not a parameter"),
+    ((Hold("reject_reward", "margin", -1.0, 1.0, "shadows"),), "'margin' is declared twice or shadows a parameter"),
+    ((GradientOf(("logits_0",)),), "GradientOf names 'logits_0', which is not a variable"),
+])
+def test_a_bad_control_declaration_is_one_line_naming_the_card(controls, needle):
+    from lossviz.cards.reward import PairWise
+
+    class Bad(PairWise):
+        name = "bad-controls"
+
+    Bad.controls = controls
+    with pytest.raises(CardError, match=re.escape(needle)) as info:
+        Explorer(Bad())
+    assert str(info.value).startswith("bad-controls: ") and "\n" not in str(info.value)

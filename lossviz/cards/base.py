@@ -147,6 +147,7 @@ class Card:
     constants: Tuple[str, ...] = ()
     cases_doc: str = ""
     references: Tuple[str, ...] = ()  # anchors of docs/references.md: the papers whose equations the card uses
+    controls: Tuple[object, ...] = ()  # explorer-only controls (lossviz.cards.controls): held variables, points, guides
     # the lesson figure as data (see .figure): the natural axis, the figure (a LessonFigure the generic
     # builder draws, or a CustomFigure naming its own builder) and the gallery shots
     axis = None  # Optional[figure.Axis]

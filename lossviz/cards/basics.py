@@ -8,7 +8,8 @@ from ..symbolic import LogSigmoid, Sigmoid, elementary
 from ._common import sym, tensor
 from .base import Card, Example, Fact
 from .batch import BatchSpec, Term, sample_rows
-from .figure import Axis, CustomFigure, Shot
+from .controls import Point
+from .figure import Axis, Curve, LessonFigure, Mark, Panel, Shot
 
 
 class _NegLogSigmoid:
@@ -22,8 +23,17 @@ class _NegLogSigmoid:
 
 class Basics(Card):
     name = "basics"
+    controls = (Point("x0", -2.0, -8.0, 8.0, "the point x₀ marked on both curves"),)  # the explorer: a point to move
     axis = Axis("x", {"x": "x"}, (-8.0, 8.0), "$x$")
-    figure = CustomFigure("lossviz.plots.custom:basics")  # three curves of different kinds and the gradient's two limits
+    figure = LessonFigure(
+        panels=(Panel("loss", "value", label=r"$-\log\sigma(x)$"),
+                Panel("grad", r"gradient $\frac{d}{dx}[-\log\sigma(x)]$", ylim=lambda p: (-1.3, 0.3),  # room for the limit labels
+                      label=r"$\sigma(x) - 1$", style={"color": 1})),
+        title="the three curves to know by heart", tag="-log sigmoid",
+        curves=(Curve(lambda c: Sigmoid(c.x), "sigmoid", r"$\sigma(x)$", style={"color": 2}),),
+        marks=(Mark("gradient_limit_neg_inf", kind="limit", panel="grad", label="→ -1 as x → -∞", once=True),
+               Mark("gradient_limit_pos_inf", kind="limit", panel="grad", label="→ 0 as x → +∞", once=True),
+               Mark("gradient_at_zero", at=0.0, panel="grad", label="x = 0: gradient {y:g}", once=True, color="k")))
     gallery = (Shot("basics", "σ(x), -log σ(x) and its gradient σ(x) - 1: the gradient → -1 as x → -∞ and → 0 as x → +∞"),)
     aliases = ("sigmoid", "logsigmoid")
     family = "basics"

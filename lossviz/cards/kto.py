@@ -8,7 +8,8 @@ from ..symbolic import LogSigmoid, Sigmoid, elementary
 from ._common import draw, far_from, once, solve_one, sym, tensor
 from .base import Card, Example, Fact, Param
 from .batch import BatchSpec, Term, sample_rows
-from .figure import Axis, CustomFigure, Shot
+from .controls import Hold
+from .figure import Axis, Curve, CustomFigure, LessonFigure, Mark, Panel, Shot
 from .dpo import BETA, PAIR, PAIR_LATEX, REFERENCE, margin, pair_example
 
 KL_VARS = ("policy_KL_logps", "reference_KL_logps")
@@ -20,14 +21,40 @@ def clamp_at_zero(x):
     return sp.Piecewise((x, x > 0), (0, True))
 
 
+KTO_LOSS_TEXT = {"desirable": r"desirable: $w_D(1 - \sigma(\beta(\Delta - z)))$", "undesirable": r"undesirable: $w_U(1 - \sigma(\beta(z - \Delta)))$"}
+DPO_STYLE_TEXT = {"desirable": r"$-\log\sigma(\beta(\Delta - z))$", "undesirable": r"$-\log\sigma(\beta(z - \Delta))$"}
+
+
+def _reference_point(c):
+    """z along the axis: the KL batch's mean log-ratio, clamped at 0."""
+    return sp.Max(0, c.cut["policy_KL_logps"] - c.cut["reference_KL_logps"])
+
+
+def _dpo_style(c):
+    """The DPO-style log-sigmoid of the same argument, -log σ(±β(Δ - z)): its gradient does not fade."""
+    u = c.p["beta"] * (c.x - _reference_point(c))
+    return -LogSigmoid(u if c.p["arm"] == "desirable" else -u)
+
+
 class KTO(Card):
     name = "kto"
+    # the explorer moves the reference point z (the facts write it z_ref)
+    controls = (Hold("policy_KL_logps", "z", 0.0, 15.0, "the reference point z (the KL estimate, clamped at 0, detached)", stands_for=("z_ref",)),)
     # the example's log-ratio Δ on its arm's side; the KL batch's mean log-ratio 2 is the reference point z
     axis = Axis("Delta", lambda p: {("policy_chosen_logps" if p["arm"] == "desirable" else "policy_rejected_logps"): "Delta",
                                     ("reference_chosen_logps" if p["arm"] == "desirable" else "reference_rejected_logps"): 0,
                                     "policy_KL_logps": 2.0, "reference_KL_logps": 0},
                 lambda p: (2.0 - 10 / p["beta"], 2.0 + 10 / p["beta"]), r"log-ratio $\Delta = \pi - \pi_{ref}$")
-    figure = CustomFigure("lossviz.plots.custom:kto")  # each arm beside the DPO-style log-sigmoid whose gradient does not fade
+    figure = LessonFigure(  # each arm beside the DPO-style log-sigmoid whose gradient does not fade
+        panels=(Panel("loss", "loss"), Panel("grad", r"gradient $\partial\ell/\partial\Delta$")),
+        title=lambda c: f"reference point z = max(0, mean KL log-ratio) = {float(_reference_point(c)):g}, detached",
+        tag="{arm}", label=lambda c: KTO_LOSS_TEXT[c.p["arm"]],
+        curves=(Curve(lambda c: _dpo_style(c), "dpo-comparison:{arm}:{beta:g}", panels=("grad",),
+                      label=lambda c: f"DPO-style {DPO_STYLE_TEXT[c.p['arm']]}: no saturation on the {'left' if c.p['arm'] == 'desirable' else 'right'}",
+                      style=lambda c: {"color": "0.45", "linestyle": "--" if c.p["arm"] == "desirable" else "-."}),),
+        marks=(Mark("gradient_peak", panel="grad", given={"z_ref": lambda c: _reference_point(c)}, y="gradient_peak_value", gid="{fact}:{tag}",
+                    label=lambda c: f"peak ${'-' if c.p['arm'] == 'desirable' else '+'}{'w_D' if c.p['arm'] == 'desirable' else 'w_U'}\\beta/4$ at $\\Delta = z$"),
+               Mark("reference_point", kind="edge", at=lambda c: _reference_point(c), label="reference point z = {x:g}", once=True)))
     gallery = (Shot("kto", "KTO: each arm around the detached reference point z; the gradient is bell-shaped and fades on both sides, "
                     "where the DPO-style log-sigmoid keeps pushing", sweep=("arm", ("desirable", "undesirable"))),)
     references = ("kto",)
@@ -144,6 +171,8 @@ class KTO(Card):
 
 class VanillaKTO(Card):
     name = "vanilla-kto"
+    controls = (Hold("policy_rejected_logps", "delta_r", -10.0, 10.0,
+                     "the rejected example's log-ratio Δ_r (its reference point for the chosen side is max(Δ_r, 0))"),)
     axis = Axis("Delta_c", {"policy_chosen_logps": "Delta_c", "policy_rejected_logps": 0, "reference_chosen_logps": 0, "reference_rejected_logps": 0},
                 lambda p: (-8.0 / p["beta"], 8.0 / p["beta"]), r"$\Delta_c = \pi^c - \pi^c_{ref}$ ($\Delta_r = 0$)")
     figure = CustomFigure("lossviz.plots.custom:vanilla_kto")  # a surface over both log-ratios: the sides couple

@@ -10,7 +10,8 @@ import sympy as sp
 from ._common import draw, far_from, once, sym, tensor
 from .base import Card, Example, Fact, Param
 from .batch import BatchSpec, Term, mask_rows, sample_rows
-from .figure import Axis, CustomFigure, Mark, Shot
+from .controls import Guide, Hold, Window
+from .figure import Axis, Curve, LessonFigure, Mark, Panel, Shot
 
 POLICY_VARS = ("log_probs", "old_log_probs", "advantages")
 VALUE_VARS = ("values", "old_values", "returns")
@@ -31,11 +32,46 @@ def _opt(name, doc, latex, low, high, low_open=True):
     return Param(name, None, doc, latex, low=low, high=high, low_open=low_open, optional=True)
 
 
+def _symmetric(p) -> bool:
+    low, high = clip_bounds(p)
+    return float(low) == float(high)
+
+
+def _surrogate_label(c) -> str:
+    return r"$-\min(rA, \mathrm{clip}(r)A)$" + (" with dual clip" if c.p["dual_clip"] is not None else "")
+
+
+def _policy_title(c) -> str:
+    text = "the gradient is zero once r leaves the trust region in the direction A favours"
+    if c.p["dual_clip"] is not None:
+        text += "; dual clip c: for A < 0 and r > c (r grew although A < 0) the loss is capped at c|A| and the gradient is zero"
+    return text
+
+
 class PPOPolicy(Card):
     name = "ppo-policy"
+    # the explorer: the advantage's sign picks the clipped side; clip-higher and dual clip switch on
+    controls = (Hold("advantages", "A", -2.0, 2.0, "the advantage A (its sign picks the side that is clipped)"),
+                Window("clip_eps", 0.01, 0.9, 0.01), Window("clip_eps_low", 0.01, 0.9, 0.01, on=0.2),
+                Window("clip_eps_high", 0.01, 2.0, 0.01, on=0.28), Window("dual_clip", 1.05, 5.0, 0.05, on=3.0),
+                Guide("dual clip c", lambda v: v["dual_clip"]))  # the figure marks c on its A < 0 panels only
     axis = Axis("r", {"log_probs": "log(r)", "old_log_probs": 0, "advantages": 1}, lambda p: (0.01, 2.5 if p["dual_clip"] is None else float(p["dual_clip"]) + 1.0),
                 "ratio $r = \\pi/\\pi_{old}$", positive=True)
-    figure = CustomFigure("lossviz.plots.custom:ppo_policy", marks=(Mark("zero_gradient_ratios_A_positive", kind="zone", label="zero gradient"),))  # A > 0 and A < 0 side by side
+    figure = LessonFigure(  # A > 0 and A < 0 side by side, each with the unclipped surrogate
+        panels=(Panel("loss", "loss", label=lambda c: _surrogate_label(c), tag="A_positive", title="A > 0 (A = +1)"),
+                Panel("loss", "loss", label=lambda c: _surrogate_label(c), tag="A_negative", title="A < 0 (A = -1)", cut={"advantages": -1}),
+                Panel("grad", r"$\partial\mathcal{L}/\partial r$", label=r"gradient $\partial\mathcal{L}/\partial r$", style={"color": 1}, tag="A_positive"),
+                Panel("grad", r"$\partial\mathcal{L}/\partial r$", label=r"gradient $\partial\mathcal{L}/\partial r$", style={"color": 1}, tag="A_negative",
+                      cut={"advantages": -1})),
+        rows=2, size=(3.4, 2.3), title=lambda c: _policy_title(c),
+        curves=(Curve(lambda c: -c.cut["advantages"] * c.x, "unclipped_{tag}", r"unclipped $-rA$", style={"color": "0.55", "linestyle": ":"}),),
+        marks=(Mark("zero_gradient_ratios_A_positive", kind="zone", label="zero gradient", once=True, on="A_positive"),
+               Mark("zero_gradient_ratios_A_negative", kind="zone", label="zero gradient", once=True, on="A_negative"),
+               Mark("clip_low", kind="edge", at=lambda c: 1 - clip_bounds(c.p)[0], once=True,
+                    label=lambda c: r"$1-\varepsilon$" if _symmetric(c.p) else r"$1-\varepsilon_l$"),
+               Mark("clip_high", kind="edge", at=lambda c: 1 + clip_bounds(c.p)[1], once=True,
+                    label=lambda c: r"$1+\varepsilon$" if _symmetric(c.p) else r"$1+\varepsilon_h$"),
+               Mark("dual_clip", kind="edge", at=lambda c: c.p["dual_clip"], label="c = {dual_clip:g}", once=True, on="A_negative", color=3)))
     gallery = (Shot("ppo-policy", "PPO clip: zero gradient once r leaves [1-ε, 1+ε] in the direction the advantage favours", svg=True),
                Shot("ppo-policy_dual-clip", "dual clip c, A < 0: for r > c (the ratio grew although the advantage is negative) the loss "
                     "is capped at -cA = c|A| and the gradient is zero; without it the loss grows without bound in r",
@@ -221,10 +257,60 @@ def _tidy_set(region):
     return region
 
 
+def _value_error(v, c):
+    """½(v - R)² at the return R along the axis."""
+    return (v - c.cut["returns"]) ** 2 / 2
+
+
+def _clipped_terms(c):
+    """(step v - v_old, ε_l, ε_h, ½(v_old + ε_h - R)², ½(v_old - ε_l - R)²) along the axis; None when clipping is off."""
+    low, high = clip_bounds(c.p)
+    if low is None:
+        return None
+    v_old = c.cut["old_values"]
+    return c.x - v_old, low, high, _value_error(v_old + high, c), _value_error(v_old - low, c)
+
+
+def _clipped_value_error(c):
+    """½(v_c - R)², v_c = v_old + clip(v - v_old, -ε_l, ε_h); None when clipping is off."""
+    terms = _clipped_terms(c)
+    if terms is None:
+        return None
+    step, low, high, upper, lower = terms
+    return sp.Piecewise((upper, step > high), (lower, step < -low), (_value_error(c.x, c), True))
+
+
+def _min_value_error(c):
+    """The hypothetical min of the clipped and unclipped errors (ValueLoss takes the max); None when clipping is off."""
+    terms = _clipped_terms(c)
+    if terms is None:
+        return None
+    step, low, high, upper, lower = terms
+    unclipped = _value_error(c.x, c)
+    return sp.Piecewise((upper, (step > high) & (upper < unclipped)), (lower, (step < -low) & (lower < unclipped)), (unclipped, True))
+
+
 class PPOValue(Card):
     name = "ppo-value"
+    # the explorer moves v_old and R (the clip is centred on v_old) and shades where the clip binds
+    controls = (Hold("old_values", "v_old", -1.0, 2.0, "the old value v_old (the clip is centred on it)"),  # inside the axis's range
+                Hold("returns", "R", -1.0, 2.0, "the return R (the regression target)"),
+                Window("clip_eps", 0.05, 2.0, 0.05, on=0.2), Window("clip_eps_low", 0.05, 2.0, 0.05, on=0.2), Window("clip_eps_high", 0.05, 2.0, 0.05, on=0.5),
+                Mark("flat_zone_above", kind="zone", label="zero gradient (clip binds)"), Mark("flat_zone_below", kind="zone", label="zero gradient (clip binds)"))
     axis = Axis("v", {"values": "v", "old_values": 0.0, "returns": 1.0}, (-1.5, 2.5), "value $v$ ($v_{old}$ = 0, R = 1)")
-    figure = CustomFigure("lossviz.plots.custom:ppo_value")  # the max beside the clipped, unclipped and hypothetical min terms
+    figure = LessonFigure(  # the max beside the clipped, unclipped and hypothetical min terms
+        panels=(Panel("loss", "loss", style={"linewidth": 2.2}), Panel("grad", r"gradient $\partial\mathcal{L}/\partial v$", style={"linewidth": 2.2})),
+        title="why max and not min: the clip binds only when it makes the loss larger", tag="max", label="max (ValueLoss): pessimistic",
+        curves=(Curve(lambda c: _value_error(c.x, c), "unclipped", r"unclipped $\frac{1}{2}(v-R)^2$",
+                      style={"color": "0.55", "linestyle": ":", "zorder": 1.9}),  # under the max, which it equals outside the clip
+                Curve(lambda c: _clipped_value_error(c), "clipped", r"clipped $\frac{1}{2}(v_c-R)^2$", style={"color": "0.55", "linestyle": "--"}),
+                Curve(lambda c: _min_value_error(c), "min", "min (hypothetical)", panels=("loss", "grad"), style={"color": 1, "linestyle": "-."})),
+        marks=(Mark("flat_zone_above", kind="zone", label="flat zone of the max", once=True, when=lambda c: clip_bounds(c.p)[1] is not None),
+               Mark("clip_high", kind="edge", label=r"$v_{{old}}+\varepsilon$", once=True,
+                    at=lambda c: None if clip_bounds(c.p)[1] is None else c.cut["old_values"] + clip_bounds(c.p)[1]),
+               Mark("clip_low", kind="edge", label=r"$v_{{old}}-\varepsilon$", once=True,
+                    at=lambda c: None if clip_bounds(c.p)[0] is None else c.cut["old_values"] - clip_bounds(c.p)[0]),
+               Mark("return", kind="edge", label="$R$", once=True, color=2, at=lambda c: c.cut["returns"])))
     gallery = (Shot("ppo-value", "clipped value loss takes the max (pessimistic): flat zone between v_old + ε and its mirror across R; "
                     "the min would not be", svg=True),)
     references = ("ppo", "engstrom2020")

@@ -9,6 +9,7 @@ from ..symbolic import LogSigmoid, elementary
 from ._common import once, solve_one, sym, tensor
 from .base import Card, CardError, Example, Fact, Param
 from .batch import BatchSpec, Term
+from .controls import Labels
 from .figure import Axis, CustomFigure, Mark, Shot
 
 LOGITS = ("logits_0", "logits_1")  # the logits of the reward tokens (+, -) at the placeholder
@@ -18,6 +19,7 @@ DIFF = sp.Symbol("d", real=True)  # z_+ - z_-
 
 class PRM(Card):
     name = "prm"
+    controls = (Labels("hard", "p", {"+ (p = 1)": 1.0, "− (p = 0)": 0.0}),)  # the explorer: with hard labels p is the label
     axis = Axis("d", {"logits_0": "d", "logits_1": 0}, (-8.0, 8.0), r"logit difference $d = z_+ - z_-$")
     figure = CustomFigure("lossviz.plots.custom:prm", marks=(Mark("optimum", label="optimum d*"),))  # the hard labels for reference and the token strip
     gallery = (Shot("prm", "PRM: 2 reward tokens make a logistic loss on d = z+ - z-; soft label p is optimal at log(p/(1-p)); only placeholders count"),)

@@ -8,7 +8,7 @@ from ..symbolic import LogSigmoid, elementary, stabilize
 from ._common import once, solve_one, sym, tensor
 from .base import Card, Example, Fact, Param
 from .batch import BatchSpec, Term, sample_rows
-from .figure import Axis, CustomFigure, LessonFigure, Mark, Panel, Shot
+from .figure import Axis, Curve, CustomFigure, LessonFigure, Mark, Panel, Shot
 
 REWARDS = ("chosen_reward", "reject_reward")
 GAP = sp.Symbol("Delta", real=True)  # the reward gap r_c - r_r
@@ -94,8 +94,13 @@ class LogExp(_RewardCard):
     title = "log-exp reward-model loss"
     lesson = "log(1 + e^{r_r - r_c}) is the pairwise loss written naively: equal in math, but the naive form overflows"
     production = "lossviz.losses:LogExpLoss"
-    # the pairwise curve drawn over it, and the float32 overflow panel: figures of their own
-    figure = CustomFigure("lossviz.plots.custom:logexp", marks=(Mark("fade_point", panel="grad", label="fade point"),))
+    figure = LessonFigure(  # the pairwise card's curve drawn over it: they coincide
+        panels=(Panel("loss", "loss", label=r"$\log(1 + e^{r_r - r_c + m})$ (LogExp)"),
+                Panel("grad", r"gradient $\partial\ell/\partial r_c$", label="LogExp")),
+        title="the same function in math (curves coincide)", tag="logexp",
+        curves=(Curve(lambda c: c.other("pairwise"), "pairwise", {"loss": r"$-\log\sigma(r_c - r_r - m)$ (PairWise)", "grad": "PairWise"},
+                      panels=("loss", "grad"), style={"color": 1, "linestyle": "--"}),),
+        marks=(Mark("fade_point", panel="grad", label="fade point", drawn=False),))  # the explorer marks it
     gallery = (Shot("logexp", "log(1 + e^{r_r - r_c}) is the pairwise loss written naively: the curves coincide"),
                Shot("logexp-overflow", "…but in float32 the naive form overflows for Δ = r_c - r_r < -88.7: inf loss, NaN gradient",
                     figure=CustomFigure("lossviz.plots.custom:logexp_overflow")))

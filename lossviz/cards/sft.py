@@ -5,10 +5,11 @@ from __future__ import annotations
 import sympy as sp
 
 from ..symbolic import LogSumExp, elementary
-from ._common import sym, tensor
+from ._common import solve_one, sym, tensor
 from .base import Card, Example, Fact, Param
 from .batch import BatchSpec, Term
-from .figure import Axis, CustomFigure, Shot
+from .controls import Formula, GradientOf, Hold, Minimum
+from .figure import Axis, Curve, LessonFigure, Mark, Panel, Shot
 
 VOCAB = 3
 STUDENT = tuple(f"logits_{k}" for k in range(VOCAB))
@@ -20,10 +21,30 @@ def _softmax(names, k):
     return sp.exp(z[k]) / sp.Add(*[sp.exp(v) for v in z])
 
 
+def _teacher_entropy(cut):
+    """H(q) of the teacher's softmax q at its logits along the axis."""
+    t = [sp.sympify(cut[n]) for n in TEACHER]
+    q = [sp.exp(tk) / sp.Add(*[sp.exp(v) for v in t]) for tk in t]
+    return -sp.Add(*[qk * sp.log(qk) for qk in q])
+
+
+def _stationary(c):
+    """The z_0 where the loss along the axis is stationary (sympy solves ∂ℓ/∂z_0 = 0): where p_S,0 = q_0."""
+    return solve_one(elementary(sp.diff(c.loss, c.x)), c.x)
+
+
 class GPTLM(Card):
     name = "gptlm"
+    controls = (Hold("logits_1", "z_1", -5.0, 5.0, "logit of token 1"), Hold("logits_2", "z_2", -5.0, 5.0, "logit of token 2"), GradientOf(STUDENT))
     axis = Axis("z_0", {"logits_0": "z_0", "logits_1": 1.0, "logits_2": -1.0}, (-6.0, 6.0), r"logit $z_0$ ($z_1 = 1$, $z_2 = -1$)")
-    figure = CustomFigure("lossviz.plots.custom:gptlm")  # one curve per target token and the masked position's zero gradient
+    figure = LessonFigure(  # one curve per target token and the masked position's zero gradient
+        panels=(Panel("loss", r"$\mathcal{L} = \mathrm{LSE}(z) - z_y$",
+                      label=lambda c: f"target y = {c.p['label']}" + (" (the moving logit)" if c.p["label"] == "0" else "")),
+                Panel("grad", r"gradient $\partial\mathcal{L}/\partial z_0$" + "\n" + r"$= p_0 - 1[y = 0]$",
+                      label=lambda c: r"$y = 0$: $p_0 - 1$" if c.p["label"] == "0" else rf"$y = {c.p['label']}$: $p_0$",
+                      style=lambda i: {"linestyle": "-" if i == 0 else (0, (4, 2 + i))})),  # dashes tell apart y = 1 and 2, whose gradients coincide
+        title="over 3 tokens, ∂L/∂z_0 is p_0 - 1 when token 0 is the target and p_0 when another is", tag="label={label}",
+        curves=(Curve("0", "masked", "label -100 (prompt): no gradient", panels=("grad",), style={"color": "0.4", "linestyle": ":"}),))
     gallery = (Shot("gptlm", "next-token CE: ∂L/∂z_k = p_k - 1[k = y], so ∂L/∂z_0 is p_0 - 1 when token 0 is the target and p_0 when another is; "
                     "positions labelled -100 get no gradient", sweep=("label", ("0", "2"))),)
     aliases = ("sft", "GPTLMLoss")
@@ -87,9 +108,22 @@ class GPTLM(Card):
 
 class KD(Card):
     name = "kd"
+    # the explorer: the teacher to move, and where the student is best along z_0
+    controls = (Hold("teacher_logits_0", "t_0", -5.0, 5.0, "teacher logit of token 0"), Hold("teacher_logits_1", "t_1", -5.0, 5.0, "teacher logit of token 1"),
+                Hold("teacher_logits_2", "t_2", -5.0, 5.0, "teacher logit of token 2"), GradientOf(STUDENT),
+                Formula("teacher_p0", "the teacher's probability of token 0: softmax(t)₀", "exp(t_0) / (exp(t_0) + exp(t_1) + exp(t_2))"),
+                Minimum("student_minimum", "the z₀ where the loss is minimal along the axis (sympy solves ∂ℓ/∂z₀ = 0): where the student's p₀ equals the teacher's"))
     axis = Axis("z_0", {"logits_0": "z_0", "logits_1": 0, "logits_2": 0, "teacher_logits_0": 1.0, "teacher_logits_1": 0, "teacher_logits_2": -1.0},
                 (-6.0, 6.0), r"student logit $z_0$ (teacher logits $t$ = (1, 0, -1))")
-    figure = CustomFigure("lossviz.plots.custom:kd")  # CE and KL side by side with their constant gap H(q)
+    figure = LessonFigure(  # CE and KL side by side with their constant gap H(q)
+        panels=(Panel("loss", "loss", label=r"CE $-\sum_k q_k \log p_k$ (KDLoss)"),
+                Panel("grad", r"$\partial\mathcal{L}/\partial z_0$", label=r"$p_{S,0} - q_0$", style={"color": 1})),
+        title="minimising CE to the teacher minimises KL(q‖p)", tag="cross-entropy",
+        curves=(Curve(lambda c: c.loss - _teacher_entropy(c.cut), "kl", r"$\mathrm{KL}(q\,\|\,p)$ = CE $- H(q)$",
+                      style={"color": 2, "linestyle": "--"}),),
+        marks=(Mark("student_matches_teacher", at=lambda c: _stationary(c), label="minimum: p_S,0 = q_0 at z_0 = {x:.3g}", once=True),
+               Mark("gradient_zero", at=lambda c: _stationary(c), panel="grad", y="zero", label="gradient 0 at z_0 = {x:.3g}", once=True),
+               Mark("teacher_entropy", kind="gap", at=lambda c: c.lo + 0.8 * (c.hi - c.lo), to="kl", label="constant gap H(q) = {gap:.3f}", once=True)))
     gallery = (Shot("kd", "CE to the teacher's soft labels = KL(q‖p) + H(q): same minimiser, gradient p_S - p_T"),)
     references = ("hinton2015",)
     aliases = ("distillation", "KDLoss")
