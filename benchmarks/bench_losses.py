@@ -1,11 +1,11 @@
-"""Production losses at LLM scale: lossviz (default, chunked, fused-linear) against the seed implementation.
+"""Production losses at LLM scale: lossviz (default, chunked, fused-linear) against OpenRLHF v0.5.3's loss code (the baseline).
 
 One process, the same seeded inputs for every implementation. For each case it runs forward +
 backward and reports:
 - the median time;
 - the *extra* peak memory beyond the inputs (the logits gradient counts), as a ratio to the
-  seed form written below;
-- the relative gradient error against the seed (float32: within 1e-5).
+  OpenRLHF v0.5.3 form written below (the baseline);
+- the relative gradient error against OpenRLHF v0.5.3 (float32: within 1e-5).
 
 Memory: on CUDA, ``torch.cuda.max_memory_allocated``. On CPU, the process's peak resident set
 (``VmHWM``, reset through ``/proc/self/clear_refs``) with glibc's mmap threshold fixed at
@@ -30,7 +30,7 @@ import time
 MMAP_THRESHOLD = "65536"
 
 
-# ----------------------------------------------------------------------------- the seed forms (baseline)
+# ----------------------------------------------------------------------------- OpenRLHF v0.5.3 forms (baseline)
 
 
 def seed_gptlm(logits, labels):
@@ -223,12 +223,12 @@ def vocabulary_cases(tokens, vocab, hidden, dtype, device, chunk, gen):
     teacher = make(rows, steps, vocab)
     seed_lm, seed_distil = SeedModule(seed_gptlm), SeedModule(seed_kd)
     yield "GPTLM", [
-        ("seed", lambda: seed_lm(logits, labels), [logits]),
+        ("openrlhf", lambda: seed_lm(logits, labels), [logits]),
         ("lossviz", lambda: GPTLMLoss()(logits, labels), [logits]),
         (f"lossviz chunk={chunk}", lambda: GPTLMLoss(chunk_size=chunk)(logits, labels), [logits]),
     ]
     yield "KD", [
-        ("seed", lambda: seed_distil(logits, teacher, labels), [logits]),
+        ("openrlhf", lambda: seed_distil(logits, teacher, labels), [logits]),
         ("lossviz", lambda: KDLoss()(logits, teacher, labels), [logits]),
         (f"lossviz chunk={chunk}", lambda: KDLoss(chunk_size=chunk)(logits, teacher, labels), [logits]),
     ]
@@ -238,11 +238,11 @@ def vocabulary_cases(tokens, vocab, hidden, dtype, device, chunk, gen):
     h_t = make(rows, steps, hidden) / hidden ** 0.5
     w_t = make(vocab, hidden)
     yield f"GPTLM from hidden (H={hidden})", [
-        ("seed", lambda: seed_lm(F.linear(h, w), labels), [h, w]),
+        ("openrlhf", lambda: seed_lm(F.linear(h, w), labels), [h, w]),
         (f"lossviz fused chunk={chunk}", lambda: FusedLinearGPTLMLoss(chunk_size=chunk)(h, w, labels), [h, w]),
     ]
     yield f"KD from hidden (H={hidden})", [
-        ("seed", lambda: seed_distil(F.linear(h, w), F.linear(h_t, w_t), labels), [h, w]),
+        ("openrlhf", lambda: seed_distil(F.linear(h, w), F.linear(h_t, w_t), labels), [h, w]),
         (f"lossviz fused chunk={chunk}", lambda: FusedLinearKDLoss(chunk_size=chunk)(h, w, h_t, w_t, labels), [h, w]),
     ]
 
@@ -256,18 +256,18 @@ def scalar_cases(dtype, device, gen, scale=1):
     pairs, rows, steps = 256 * scale, 32 * scale, 2048  # a DPO/KTO batch of 256; PPO: 32 sequences x 2048 tokens
     pc, pr, rc, rr = (make(pairs) for _ in range(4))
     seed, ours = SeedModule(lambda *a: seed_dpo(0.1, *a)), DPOLoss(0.1)
-    yield f"DPO ({pairs} pairs)", [("seed", lambda: seed(pc, pr, rc, rr), [pc, pr]), ("lossviz", lambda: ours(pc, pr, rc, rr), [pc, pr])]
+    yield f"DPO ({pairs} pairs)", [("openrlhf", lambda: seed(pc, pr, rc, rr), [pc, pr]), ("lossviz", lambda: ours(pc, pr, rc, rr), [pc, pr])]
     kc, kr, kkl, krc, krr, krkl = make(pairs), make(pairs // 2), make(pairs), make(pairs), make(pairs // 2), make(pairs)
     seed_k, kto = SeedModule(lambda *a: seed_kto(0.1, *a)), KTOLoss(0.1, 1.0, 1.33, 1, torch.device(device))
-    yield f"KTO ({pairs} + {pairs // 2})", [("seed", lambda: seed_k(kc, kr, kkl, krc, krr, krkl), [kc, kr]), ("lossviz", lambda: kto(kc, kr, kkl, krc, krr, krkl), [kc, kr])]
+    yield f"KTO ({pairs} + {pairs // 2})", [("openrlhf", lambda: seed_k(kc, kr, kkl, krc, krr, krkl), [kc, kr]), ("lossviz", lambda: kto(kc, kr, kkl, krc, krr, krkl), [kc, kr])]
     lp, old, adv = ((make(rows, steps) / 10).detach() for _ in range(3))
     lp.requires_grad_()
     mask = (torch.rand(rows, steps, generator=gen) > 0.2).to(device=device, dtype=dtype)
     seed_p, policy = SeedModule(seed_policy), PolicyLoss(0.2)
-    yield f"PolicyLoss ({rows}x{steps})", [("seed", lambda: seed_p(lp, old, adv, mask), [lp]), ("lossviz", lambda: policy(lp, old, adv, mask), [lp])]
+    yield f"PolicyLoss ({rows}x{steps})", [("openrlhf", lambda: seed_p(lp, old, adv, mask), [lp]), ("lossviz", lambda: policy(lp, old, adv, mask), [lp])]
     v, v_old, ret = (make(rows, steps) for _ in range(3))
     seed_v, value = SeedModule(seed_value), ValueLoss(0.2)
-    yield f"ValueLoss ({rows}x{steps})", [("seed", lambda: seed_v(v, v_old, ret, mask), [v]), ("lossviz", lambda: value(v, v_old, ret, mask), [v])]
+    yield f"ValueLoss ({rows}x{steps})", [("openrlhf", lambda: seed_v(v, v_old, ret, mask), [v]), ("lossviz", lambda: value(v, v_old, ret, mask), [v])]
 
 
 # ----------------------------------------------------------------------------- main
@@ -300,15 +300,15 @@ def main(argv=None):
     dtype = getattr(torch, args.dtype)
     tolerance = 1e-5 if dtype == torch.float32 else 2e-2
     print(f"device {args.device}, dtype {args.dtype}, torch {torch.__version__}; memory = extra peak beyond the inputs; "
-          f"gradients checked against the seed to {tolerance:g} (relative)")
-    header = f"{'loss':<28} {'tokens':>6} {'vocab':>6} {'implementation':<24} {'time ms':>9} {'x seed':>7} {'extra MB':>9} {'x seed':>7} {'grad err':>9}"
+          f"gradients checked against OpenRLHF v0.5.3 to {tolerance:g} (relative)")
+    header = f"{'loss':<28} {'tokens':>6} {'vocab':>6} {'implementation':<24} {'time ms':>9} {'x base':>7} {'extra MB':>9} {'x base':>7} {'grad err':>9}"
     print(header)
     print("-" * len(header))
     failures = 0
     element = torch.finfo(dtype).bits // 8
     for tokens in args.tokens:
         for vocab in args.vocab:
-            # the seed KD keeps about 6 [tokens, vocab] float32 tensors alive at once, plus two inputs
+            # OpenRLHF's KD keeps about 6 [tokens, vocab] float32 tensors alive at once, plus two inputs
             need = (6 * 4 + 3 * element) * tokens * vocab
             if need > 0.8 * available_bytes(args.device):
                 print(f"{'(skipped: needs ~' + format(need / 2**30, '.1f') + ' GiB)':<28} {tokens:>6} {vocab:>6}")

@@ -83,11 +83,14 @@ evaluated in float64 at the same inputs.{drawn} How to read the table:
 
 - **points**: how many examples the batches held; **max abs err** and **max rel err**: the largest
   difference between production and the card, over the loss and every input gradient (relative: the
-  loss to its own size, a gradient to the largest expected gradient of its batch); **tol**: the relative error allowed for the dtype
-  ({tolerances});
+  loss to the summed size of its per-example terms, so terms that cancel are not held to their tiny
+  sum; a gradient to the largest expected gradient of its batch); **tol**: the relative error allowed
+  for the dtype ({tolerances});
 - **fin.diff**: a check of autograd that needs no derivation at all: the loss is evaluated at the
   inputs moved by ±{v.FD_STEP:g} along a random direction, and the slope (central finite
-  difference) must match autograd's directional derivative to {v.FD_TOLERANCE:g} (relative);
+  difference) must match autograd's directional derivative to {v.FD_TOLERANCE:g}, relative to the
+  size of the derivative's terms and to at least 1e-3 of the loss (rounding the loss alone moves a
+  difference quotient with this step by about 1e-10 of the loss);
 - **gradcheck**: `torch.autograd.gradcheck`, the same idea input by input in float64
   (eps 1e-6, atol 1e-7, rtol 1e-5);
 - **verdict**: pass when all of the above hold."""
