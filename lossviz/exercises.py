@@ -28,22 +28,22 @@ def _zeros(**values):
 
 # --- 00 basics -------------------------------------------------------------------------------
 
-def _basics_half():
+def _basics_fifth():
     import sympy as sp
 
     from .symbolic import elementary
 
     d = _derive("basics")
     x = d.symbols["x"]
-    roots = sp.solve(sp.Eq(-elementary(d.gradient["x"]), sp.Rational(1, 2)), x)
+    roots = sp.solve(sp.Eq(-elementary(d.gradient["x"]), sp.Rational(1, 5)), x)
     (root,) = roots
     return root
 
 
-exercise("basics-1", _basics_half, what="the x where the push -∂ℓ/∂x is 1/2",
-         hint="the push is σ(-x); or find the root of push(x) - 0.5 with bisect(f, -10, 10)")
-exercise("basics-2", lambda: -_derive("basics").fact("gradient_limit_neg_inf").value, what="the largest push (x → -∞)",
-         hint="evaluate push(x) far to the left, e.g. x = -50")
+exercise("basics-1", _basics_fifth, what="the x where the push -∂ℓ/∂x is 1/5",
+         hint="the push is σ(-x); solve σ(-x) = 1/5, or find the root of push(x) - 0.2 with bisect(f, -10, 10)")
+exercise("basics-2", lambda: _derive("basics").evaluate({"x": -1.5}, "loss"), what="the loss ℓ at x = -1.5",
+         hint="ℓ(x) = log(1 + e^{-x}); or d.evaluate({\"x\": -1.5}, \"loss\")")
 exercise("basics-3", lambda: -_derive("basics").evaluate({"x": 3.0}, "x"), what="the push at x = 3",
          hint="push(3.0), or σ(-3) = 1/(1 + e^3) by hand")
 
@@ -84,14 +84,14 @@ def _cdpo_half_loss():
     return sp.N(elementary(loss), 30)
 
 
-exercise("dpo-1", lambda: -_derive("dpo", beta=0.3).evaluate(_zeros(), "policy_chosen_logps"),
-         what="the push on π^c at h = 0 for β = 0.3", hint="-∂L/∂π^c = β σ(-βh); at h = 0, σ(0) = 1/2")
-exercise("dpo-2", lambda: _derive("cdpo", beta=0.1, label_smoothing=0.1).fact("minimum").value,
-         what="the cDPO minimum h* for β = 0.1, ε = 0.1",
+exercise("dpo-1", lambda: -_derive("dpo", beta=0.5).evaluate(_zeros(policy_chosen_logps=2.0), "policy_chosen_logps"),
+         what="the push on π^c at h = 2 for β = 0.5", hint="-∂L/∂π^c = β σ(-βh); here βh = 1")
+exercise("dpo-2", lambda: _derive("cdpo", beta=0.3, label_smoothing=0.2).fact("minimum").value,
+         what="the cDPO minimum h* for β = 0.3, ε = 0.2",
          hint="find where the cDPO gradient crosses 0 (bisect over h in [-100, 100]), or solve βh* = log((1-ε)/ε)")
 exercise("dpo-3", _cdpo_half_loss, what="the ε = 0.5 loss at βh = 2",
          hint="-(1/2)·log σ(2) - (1/2)·log σ(-2); it equals log(2·cosh(βh/2))")
-exercise("dpo-4", lambda: _derive("ipo", beta=0.5).fact("target").value, what="the IPO target margin for β = 0.5",
+exercise("dpo-4", lambda: _derive("ipo", beta=0.4).fact("target").value, what="the IPO target margin for β = 0.4",
          hint="the IPO gradient 2(h - 1/(2β)) vanishes at the target")
 
 # --- 03 KTO ----------------------------------------------------------------------------------------
@@ -100,19 +100,19 @@ exercise("dpo-4", lambda: _derive("ipo", beta=0.5).fact("target").value, what="t
 def _kto_peak():
     import sympy as sp
 
-    peak = _derive("kto", symbolic=False).fact("gradient_peak").value
+    peak = _derive("kto", symbolic=False, beta=0.3).fact("gradient_peak").value
     (z,) = [s for s in peak.free_symbols if s.name == "z_ref"]  # the reference point
-    return peak.subs(z, 2)
+    return peak.subs(z, 1)
 
 
-exercise("kto-1", _kto_peak, what="the Δ where the desirable arm's push is largest (β = 0.1, z = 2)",
+exercise("kto-1", _kto_peak, what="the Δ where the desirable arm's push is largest (β = 0.3, z = 1)",
          hint="the push -∂ℓ/∂Δ is bell-shaped; find where its slope is 0, or scan Δ and take the argmax", tolerance=1e-3)
-exercise("kto-2", lambda: -_derive("kto", symbolic=False).fact("gradient_peak_value").value,
-         what="the largest push of the desirable arm (β = 0.1, w_D = 1)",
+exercise("kto-2", lambda: -_derive("kto", symbolic=False, beta=0.3, desirable_weight=1.5).fact("gradient_peak_value").value,
+         what="the largest push of the desirable arm (β = 0.3, w_D = 1.5)",
          hint="evaluate the push at its peak; σ(u)σ(-u) is largest at u = 0", tolerance=1e-6)
-exercise("kto-3", lambda: _derive("vanilla-kto", beta=1.0).evaluate(_zeros(policy_chosen_logps=1.0, policy_rejected_logps=0.5), "loss"),
-         what="the vanilla KTO loss for Δ_c = 1, Δ_r = 0.5, β = 1",
-         hint="both reference points are positive here: z_c = mean Δ_c, z_r = mean Δ_r, and each side uses the other's")
+exercise("kto-3", lambda: _derive("vanilla-kto", beta=0.5).evaluate(_zeros(policy_chosen_logps=2.0, policy_rejected_logps=-1.0), "loss"),
+         what="the vanilla KTO loss for Δ_c = 2, Δ_r = -1, β = 0.5",
+         hint="z_c = max(0, mean Δ_c) = 2 but z_r = max(0, mean Δ_r) = 0; average 1 - σ(β(Δ_c - z_r)) and 1 - σ(β(z_c - Δ_r))")
 
 # --- 04 PPO ----------------------------------------------------------------------------------------
 
@@ -124,7 +124,7 @@ def _ratio_edge(**params):
 def _dual_clip_edge():
     import sympy as sp
 
-    zone = _derive("ppo-policy", clip_eps=0.2, dual_clip=3.0).fact("zero_gradient_ratios_A_negative").value
+    zone = _derive("ppo-policy", clip_eps=0.2, dual_clip=2.5).fact("zero_gradient_ratios_A_negative").value
     upper = [part for part in (zone.args if isinstance(zone, sp.Union) else (zone,)) if part.sup == sp.oo]
     return upper[0].inf
 
@@ -139,60 +139,67 @@ def _token_level_mean():
     return sum(losses) / len(losses)
 
 
-exercise("ppo-1", lambda: _ratio_edge(clip_eps=0.2), what="the ratio from which the A > 0 gradient is zero (ε = 0.2)",
+exercise("ppo-1", lambda: _ratio_edge(clip_eps=0.3), what="the ratio from which the A > 0 gradient is zero (ε = 0.3)",
          hint="scan the card's gradient over r for A = +1 and find where it becomes 0", tolerance=1e-3)
 exercise("ppo-2", lambda: _ratio_edge(clip_eps_low=0.2, clip_eps_high=0.28),
          what="the same edge with clip-higher (ε_low = 0.2, ε_high = 0.28)",
          hint="with asymmetric clipping the upper edge is 1 + ε_high", tolerance=1e-3)
-exercise("ppo-3", _dual_clip_edge, what="the ratio above which dual clip (c = 3) stops the A < 0 gradient",
+exercise("ppo-3", _dual_clip_edge, what="the ratio above which dual clip (c = 2.5) stops the A < 0 gradient",
          hint="for A < 0 the loss is capped at -cA; scan r for A = -1 and find where the gradient becomes 0 again", tolerance=1e-3)
 exercise("ppo-4", _token_level_mean, what="the token-level mean loss of the batch at r = 1",
          hint="at r = 1 each unmasked token's loss is -A; average over all unmasked tokens of the batch")
 def _flat_zone_end():
-    d = _derive("ppo-value", clip_eps=0.2)
+    d = _derive("ppo-value", clip_eps=0.3)
     return d.fact("flat_zone_above").value.subs({d.symbols["old_values"]: 0, d.symbols["returns"]: 1}).sup
 
 
 exercise("ppo-5", _flat_zone_end,
-         what="where the value loss's flat zone ends (v_old = 0, R = 1, ε = 0.2)",
+         what="where the value loss's flat zone ends (v_old = 0, R = 1, ε = 0.3)",
          hint="scan v above v_old + ε and find where the gradient becomes non-zero again", tolerance=1e-3)
 
 
 # --- 05 reward models -------------------------------------------------------------------------------
 
 
-def _float32_overflow_gap():
+def _float16_overflow_gap():
     import numpy as np
 
-    return -float(np.log(np.finfo(np.float32).max))
+    return -math.log(float(np.finfo(np.float16).max))
 
 
-exercise("rm-1", lambda: _derive("pairwise", margin=2.0).fact("fade_point").value,
-         what="the gap where the push has fallen to 1/10 (m = 2)",
+exercise("rm-1", lambda: _derive("pairwise", margin=1.5).fact("fade_point").value,
+         what="the gap where the push has fallen to 1/10 (m = 1.5)",
          hint="the push on r_c is σ(m - Δ); solve σ(m - Δ) = 0.1, or bisect push(Δ) - 0.1", tolerance=1e-6)
-exercise("rm-2", _float32_overflow_gap, what="the gap Δ below which the naive float32 log(1 + e^{-Δ}) is inf",
-         hint="e^{-Δ} overflows once -Δ exceeds log of the largest float32 (np.finfo(np.float32).max)", tolerance=1e-3)
+exercise("rm-2", _float16_overflow_gap, what="the gap Δ below which the naive float16 log(1 + e^{-Δ}) is inf",
+         hint="e^{-Δ} overflows once -Δ exceeds log of the largest float16 (np.finfo(np.float16).max)", tolerance=0.01)
 
 # --- 06 PRM ---------------------------------------------------------------------------------------------
 
 
+#: new lines for the exercises of notebook 06 (the tokenizers are trained on MATH_SHEPHERD_STYLE, not on these);
+#: the second separates its steps by a space instead of a newline
+NEW_LINES = (
+    "Ali has 6 coins and finds 4. How many coins does he have? Step 1: 6 + 4 = 10 ки\nStep 2: He has 10 coins ки\n"
+    "Step 3: The answer is 10 ки",
+    "A bag holds 9 balls. How many balls are in 3 bags? Step 1: 9 * 3 = 27 ки Step 2: The answer is 27 ки",
+)
+
+
 def _steps_kept(special_tokens=()):
-    from .teaching import MATH_SHEPHERD_STYLE, train_bpe
+    from .teaching import train_bpe
 
     tokenizer = train_bpe(special_tokens=special_tokens)
     (placeholder,) = tokenizer.encode("ки").ids  # the placeholder encoded alone, as OpenRLHF's PRM dataset finds its id
-    return sum(tokenizer.encode(text).ids.count(placeholder) for text in MATH_SHEPHERD_STYLE)
+    return sum(tokenizer.encode(text).ids.count(placeholder) for text in NEW_LINES)
 
 
 def _steps_in_data():
-    from .teaching import MATH_SHEPHERD_STYLE
-
-    return sum(text.count("ки") for text in MATH_SHEPHERD_STYLE)
+    return sum(text.count("ки") for text in NEW_LINES)
 
 
-exercise("prm-1", lambda: _derive("prm", p=0.8).fact("optimum").value, what="the soft-label optimum d* for p = 0.8",
+exercise("prm-1", lambda: _derive("prm", p=0.9).fact("optimum").value, what="the soft-label optimum d* for p = 0.9",
          hint="the gradient σ(d) - p vanishes where σ(d) = p")
-exercise("prm-2", _steps_in_data, what="the number of steps in the training lines", hint="count the placeholders in the texts", tolerance=0)
+exercise("prm-2", _steps_in_data, what="the number of steps in NEW_LINES", hint="count the placeholders in the texts", tolerance=0)
 exercise("prm-3", _steps_kept, what="the steps PRMLoss would train on with the unprotected tokenizer",
          hint="the placeholder's id is the id of \"ки\" encoded alone; count it in the encodings of the lines", tolerance=0)
 exercise("prm-4", lambda: _steps_kept(special_tokens=["ки"]), what="the steps kept with the placeholder protected",

@@ -30,7 +30,7 @@ import numpy as np
 import sympy as sp
 
 from .cards._common import solve_one
-from .cards.base import Card, CardError, Derivation, Param
+from .cards.base import Card, CardError, Derivation, Param, _tidy
 from .cards.controls import CONTROL_KINDS, Formula, GradientOf, Guide, Hold, Labels, Minimum, Point, Window
 from .cards.figure import Mark
 from .plots.core import COLORS, SHADE, STYLE
@@ -246,6 +246,12 @@ class _Lowered:
                                     f"variables: {', '.join(cut)}")
                 cut[variable] = hold.symbol
         cut_map = {d.symbols[v]: e for v, e in cut.items() if v in d.symbols}
+        # the printed formula: a variable a slider holds is that slider (put in at its value); the variables the
+        # axis fixes at numbers stay symbols in the formula, and the header names their values
+        self.held_subs = {d.symbols[v]: h.symbol for h in declared.holds for v in h.held if v in d.symbols}
+        self.held_names = [h.name for h in declared.holds if any(v in d.symbols for v in h.held)]
+        self.axis_fixed = {v: float(e) for v, e in spec.cut.items()
+                           if v in d.symbols and d.symbols[v] not in self.held_subs and getattr(e, "is_number", False)}
         self.cut = d.loss.subs(cut_map)
         names = [x.name] + self.arg_names
         self.loss = lower(self.cut, names, "numpy")
@@ -257,9 +263,10 @@ class _Lowered:
         self.latex_names = {**d._latex_names(), **{k.symbol: sp.latex(sp.Symbol(k.name)) for k in knobs}}
         self.facts: List[dict] = []
         for fact in d.facts:
-            self._add_fact(fact.name, fact.doc, fact.value, subs)
+            self._add_fact(fact.name, fact.doc, fact.value, subs, formula_subs=renamed)
         self._add_declared_facts(declared, d)
         self.markers: List[tuple] = []  # (legend, x position)
+        self.marker_panels: List[Optional[str]] = []  # per marker: None (both panels) or "grad" (the gradient panel only)
         self.hlines: List[tuple] = []  # (legend, panel, y)
         self.zones: List[tuple] = []  # (legend, (start, end))
         self._marker_symbols = set()
@@ -292,6 +299,18 @@ class _Lowered:
         if unknown:
             raise CardError(f"{card.name}: GradientOf names {unknown[0]!r}, which is not a variable; variables: {', '.join(d.variables)}")
         self.gradient_variables = list(declared.gradient) or moving[:1]  # the gradient printed below the figure
+        # the printed loss: a card whose loss carries a numerical guard (PPO's float64 clamp of the log-ratio, far
+        # beyond every ratio shown) is printed as its surrogate without it, with a note; the curves use the loss itself
+        self.shown_loss, self.guard_note = d.loss, ""
+        surrogate = getattr(card, "surrogate", None)
+        if callable(surrogate) and "log_ratio_max" in d.params and d.params["log_ratio_max"] is None:
+            from .cards.ppo import FLOAT64_LOG_RATIO_MAX
+
+            self.shown_loss = surrogate(d.p, clamp=False)
+            self.guard_note = (f"printed without the overflow guard: the loss clamps log π − log π_old at "
+                               f"¾·log(float64 max) = {FLOAT64_LOG_RATIO_MAX:.1f}, beyond every ratio shown")
+        self.shown_gradient = {v: _tidy(sp.diff(self.shown_loss, d.symbols[v])) if self.shown_loss is not d.loss else d.gradient[v]
+                               for v in self.gradient_variables}
 
     def _lower(self, expr):
         return lower(expr, self.arg_names, "numpy")
@@ -299,16 +318,25 @@ class _Lowered:
     def _lowerable(self, value) -> bool:
         return isinstance(value, sp.Expr) and not getattr(value, "is_Matrix", False) and value.free_symbols <= self.arg_symbols
 
-    def _add_position(self, label, value):
-        if self._lowerable(value) and not any(sp.simplify(value - seen) == 0 for seen in self._positions):  # one line per position
-            self._positions.append(value)
-            self._marker_symbols |= value.free_symbols
-            self.markers.append((label, self._lower(value)))
+    def _add_position(self, label, value, panel=None):
+        """A vertical line at ``value`` on both panels, or on the gradient panel only (``panel`` "grad")."""
+        if not self._lowerable(value):
+            return
+        same = [i for i, seen in enumerate(self._positions) if sp.simplify(value - seen) == 0]
+        if same:  # one line per position, on both panels if any mark there asks for both (KTO's reference point z)
+            if panel is None:
+                self.marker_panels[same[0]] = None
+            return
+        self._positions.append(value)
+        self._marker_symbols |= value.free_symbols
+        self.markers.append((label, self._lower(value)))
+        self.marker_panels.append(panel)
 
     def _add_mark(self, m: Mark, value, along, at_numbers):
         label = _legend(m, along, at_numbers)
         if m.kind in ("point", "edge"):
-            self._add_position(label, value)
+            # a point the card marks on the gradient (basics' "x = 0: gradient") belongs to that panel only
+            self._add_position(label, value, "grad" if m.kind == "point" and m.panel in ("grad", "push") else None)
         elif m.kind == "limit" and self._lowerable(value):
             self._marker_symbols |= value.free_symbols
             self.hlines.append((label, m.panel, self._lower(value)))
@@ -341,10 +369,17 @@ class _Lowered:
             value = sp.nan if found is None else sp.simplify(found)
             self._add_fact(minimum.name, minimum.doc, value, {})
 
-    def _add_fact(self, name, doc, value, subs):
+    def _add_fact(self, name, doc, value, subs, formula_subs=None):
+        """A fact valued on the cut (``subs``: the variables the axis fixes, the controls). A fact that
+        stays a formula in the card's variables is printed before the cut (``formula_subs`` only):
+        logexp's stable form is -log σ(r_c - r_r - m), not its value at the axis's r_r = 0."""
         entry = {"name": name, "doc": doc}
+        original = value
         if isinstance(value, sp.Basic) and subs:
             value = value.xreplace(subs)
+        if (formula_subs is not None and isinstance(original, sp.Basic) and not self._lowerable(value)
+                and not (isinstance(value, sp.Interval) and value.free_symbols <= self.arg_symbols)):
+            value = original.xreplace(formula_subs)
         entry["value"] = value
         entry["symbols"] = set(getattr(value, "free_symbols", ()))
         if self._lowerable(value):
@@ -424,7 +459,8 @@ class Explorer:
                 switch.observe(self._structure_changed, names="value")
                 self.switches[prm.name] = switch
                 slider.disabled = not on
-                rows.append(w.HBox([switch, slider], layout=w.Layout(width="360px")))
+                # a row of its own, switch first: in a wrapping row it would sit after the previous slider's value
+                rows.append(w.HBox([switch, slider], layout=w.Layout(width="100%")))
             else:
                 rows.append(slider)
         for name, labels in declared.labels.items():
@@ -534,9 +570,9 @@ class Explorer:
             (self.grad_line,) = self.ax_grad.plot(self.xs, self.xs * 0, color=COLORS[1], animated=True, gid="grad")
             styles = ["--", ":", "-."]
             self.marker_lines = []
-            for k, (label, _) in enumerate(low.markers):
+            for k, ((label, _), panel) in enumerate(zip(low.markers, low.marker_panels)):
                 color = COLORS[2 + k % (len(COLORS) - 2)]
-                for ax in (self.ax_loss, self.ax_grad):
+                for ax in ((self.ax_grad,) if panel == "grad" else (self.ax_loss, self.ax_grad)):
                     line = ax.axvline(0, color=color, linestyle=styles[k % 3], linewidth=1.2, animated=True, gid=f"guide-marker:{label}")
                     self.marker_lines.append((k, line))
             self.hline_artists = []
@@ -596,8 +632,8 @@ class Explorer:
         self.loss_line.set_ydata(loss)
         self.grad_line.set_ydata(grad)
         rescaled = False
-        for ax, ys in ((self.ax_loss, loss), (self.ax_grad, grad)):
-            rescaled |= _fit_ylim(ax, ys, fresh=self._background is None)
+        for ax, ys, floor in ((self.ax_loss, loss, 0.0), (self.ax_grad, grad, None)):
+            rescaled |= _fit_ylim(ax, ys, fresh=self._background is None, floor=floor)
         for k, line in self.marker_lines:
             x = float(low.markers[k][1](*args))
             line.set_xdata([x, x])
@@ -648,8 +684,8 @@ class Explorer:
     def _latex_items(self):
         """(cache key, expression, sliders it depends on) of every LaTeX text shown."""
         low, d = self.lowered, self.lowered.derivation
-        params = self._shown_params()
-        items = [("loss", d.loss, params), ("gradient", self._gradient_expr(), params)]
+        params = self._shown_params() + low.held_names
+        items = [("loss", low.shown_loss.xreplace(low.held_subs), params), ("gradient", self._gradient_expr(), params)]
         items += [("fact:" + f["name"], f["expr"], f["depends"]) for f in low.facts if f["kind"] == "latex"]
         return items
 
@@ -666,8 +702,8 @@ class Explorer:
     def _gradient_expr(self):
         low, d = self.lowered, self.lowered.derivation
         if len(low.gradient_variables) > 1:  # the whole gradient vector, typeset as a column
-            return sp.Matrix([d.gradient[v] for v in low.gradient_variables])
-        return d.gradient[low.gradient_variables[0]]
+            return sp.Matrix([low.shown_gradient[v] for v in low.gradient_variables]).xreplace(low.held_subs)
+        return low.shown_gradient[low.gradient_variables[0]].xreplace(low.held_subs)
 
     def _render(self, full: bool) -> bytes:
         """PNG of the figure: a full draw when the axes changed, else the cached background plus the curves."""
@@ -734,8 +770,8 @@ class Explorer:
 
     def _latex_html(self) -> str:
         low, d = self.lowered, self.lowered.derivation
-        params = self._shown_params()
-        loss = self._latex_of("loss", d.loss, params)
+        params = self._shown_params() + low.held_names
+        loss = self._latex_of("loss", low.shown_loss.xreplace(low.held_subs), params)
         if len(low.gradient_variables) > 1:
             symbol = r"\nabla_{z}\mathcal{L}"
         else:
@@ -745,10 +781,20 @@ class Explorer:
         at = ", ".join([f"{html.escape(n)} = {self.sliders[n].value:.4g}" for n in params] +
                        [f"{html.escape(n)} = {box.value:g} (hard label)" for n, box in self.label_dropdowns.items()
                         if box.layout.display != "none"])
+        names = self.card.variable_latex
+        formula_symbols = {s.name for s in d.loss.free_symbols}
+        held = [f"${names.get(v, v)}$" + ("" if sp.latex(sp.Symbol(h.name)).replace("{", "").replace("}", "") == names.get(v, v).replace("{", "").replace("}", "") else f" (slider {html.escape(h.name)})")
+                for h in self.declared.holds for v in h.held if v in d.symbols]
+        if held:
+            at += f"; slider values put in for {', '.join(held)}"
+        fixed = [f"${names.get(v, v)}$ = {value:g}" for v, value in low.axis_fixed.items() if d.symbols[v].name in formula_symbols]
+        if fixed:
+            at += ("; " if at else "") + f"the figure's axis also holds {', '.join(fixed)}"
         head = f"<div>loss and gradient (sympy) at {at}:</div>" if at else "<div>loss and gradient (sympy):</div>"
         # left-aligned, one formula per line; a long Piecewise scrolls sideways instead of being cut
         line = "<div style='overflow-x:auto;white-space:nowrap;padding:3px 0'>$\\displaystyle {}$</div>"
-        return head + line.format(rf"\mathcal{{L}} = {loss}") + line.format(rf"{symbol} = {grad}")
+        note = f"<div style='font-size:90%'>{html.escape(low.guard_note)}</div>" if low.guard_note else ""
+        return head + line.format(rf"\mathcal{{L}} = {loss}") + line.format(rf"{symbol} = {grad}") + note
 
     def _changed(self, change):
         if hasattr(self, "lowered"):  # values placed while the explorer is being built wait for the first draw
@@ -846,11 +892,13 @@ def _running_loop():
         return None
 
 
-def _fit_ylim(ax, ys, fresh: bool = False) -> bool:
+def _fit_ylim(ax, ys, fresh: bool = False, floor: Optional[float] = None) -> bool:
     """Refit the y-limits when the curve leaves them or fills less than 40 % of them; True if changed.
 
     The new limits are rounded out to tick steps, so a small move does not redraw the axes
     (a full draw costs about 100 ms, a move that only blits the curves about 15 ms).
+    A curve that stays at or above ``floor`` (a loss that is never negative) gets only a 4 %
+    margin below it, not a range of values it never takes.
     """
     from matplotlib.ticker import MaxNLocator
 
@@ -867,7 +915,10 @@ def _fit_ylim(ax, ys, fresh: bool = False) -> bool:
     lo, hi = lo - pad * span, hi + pad * span
     ticks = MaxNLocator(nbins=5).tick_values(lo, hi)
     half = (ticks[1] - ticks[0]) / 2 if len(ticks) > 1 else span
-    ax.set_ylim(math.floor(lo / half) * half, math.ceil(hi / half) * half)
+    low, high = math.floor(lo / half) * half, math.ceil(hi / half) * half
+    if floor is not None and finite.size and float(finite.min()) >= floor:
+        low = max(low, floor - 0.04 * (high - floor))
+    ax.set_ylim(low, high)
     return True
 
 

@@ -185,12 +185,12 @@ print("σ(-Δ):               ", [round(v, 4) for v in torch.sigmoid(-chosen.det
 
 {EXERCISE_HOWTO}
 
-1. At which x is the push exactly 1/2?
-2. How large can the push get (x → −∞)?
+1. At which x has the push fallen to 1/5?
+2. What is the loss ℓ at x = −1.5?
 3. What is the push at x = 3?"""),
         new_code_cell("""push = lambda x: -d.evaluate({"x": x}, "x")  # the card's gradient, negated: the push at x
-answer_1 = ...  # the x where push(x) = 1/2
-answer_2 = ...  # the push far to the left
+answer_1 = ...  # the x where push(x) = 1/5
+answer_2 = ...  # the loss at x = -1.5
 answer_3 = ...  # the push at x = 3"""),
         new_code_cell("""check("basics-1", answer_1)
 check("basics-2", answer_2)
@@ -349,17 +349,17 @@ print(f"cDPO (ε = 0.1) loss {DPOLoss(beta=0.1, label_smoothing=0.1)(*batch)[0].
 
 {EXERCISE_HOWTO}
 
-1. What is DPO's push on π^c at h = 0 for β = 0.3?
-2. For β = 0.1 and ε = 0.1, at which margin h does the cDPO gradient vanish?
+1. What is DPO's push on π^c at h = 2 for β = 0.5?
+2. For β = 0.3 and ε = 0.2, at which margin h does the cDPO gradient vanish?
 3. At ε = 0.5, what is the cDPO loss at βh = 2? (By hand: the production class refuses ε = 0.5.)
-4. Where is the IPO target for β = 0.5?"""),
+4. Where is the IPO target for β = 0.4?"""),
         new_code_cell("""at = lambda h: {"policy_chosen_logps": h, "policy_rejected_logps": 0.0,
                 "reference_chosen_logps": 0.0, "reference_rejected_logps": 0.0}  # a pair with margin h
-dpo = lossviz.derive("dpo", beta=0.3)
-cdpo = lossviz.derive("cdpo", beta=0.1, label_smoothing=0.1)
-ipo = lossviz.derive("ipo", beta=0.5)
+dpo = lossviz.derive("dpo", beta=0.5)
+cdpo = lossviz.derive("cdpo", beta=0.3, label_smoothing=0.2)
+ipo = lossviz.derive("ipo", beta=0.4)
 # x.evaluate(at(h), "policy_chosen_logps") is the gradient ∂L/∂π^c at margin h
-answer_1 = ...  # the push at h = 0
+answer_1 = ...  # the push at h = 2
 answer_2 = ...  # the margin h* where the cDPO gradient is 0
 answer_3 = ...  # the ε = 0.5 loss at βh = 2
 answer_4 = ...  # the IPO target margin"""),
@@ -422,17 +422,23 @@ delta_c, delta_r = 1.0, 0.5
 vanilla, _, _ = VanillaKTOLoss(beta=1.0)(f64(delta_c), f64(delta_r), f64(0.0), f64(0.0))
 print(f"vanilla KTO {vanilla.item():.6f} = σ(-βh) {torch.sigmoid(f64(-(delta_c - delta_r))).item():.6f}")"""),
         *explore_section("kto", figures=["kto", "vanilla-kto"]),
+        new_markdown_cell("""In the vanilla-KTO explorer the plot runs along Δ_c while the slider holds the rejected example's
+log-ratio Δ_r. Move Δ_r: the loss and the gradient along Δ_c change with it wherever either log-ratio
+is above 0, because Δ_r couples the sides through the non-detached reference points. With Δ_r below 0,
+the gradient left of Δ_c = 0 stops changing (the loss there only shifts by the rejected side's own
+term): both reference points are clamped to 0 there."""),
+        new_code_cell('lossviz.explore("vanilla-kto")'),
         new_markdown_cell(f"""## Exercises
 
 {EXERCISE_HOWTO}
 
-1. With β = 0.1, w_D = 1 and the reference point at z = 2, where is the desirable arm's push largest?
+1. With β = 0.3, w_D = 1.5 and the reference point at z = 1, where is the desirable arm's push largest?
 2. What is that largest push?
-3. What does `VanillaKTOLoss(beta=1.0)` return for one pair with Δ_c = 1 and Δ_r = 0.5?"""),
+3. What does `VanillaKTOLoss(beta=0.5)` return for one pair with Δ_c = 2 and Δ_r = −1?"""),
         new_code_cell("""import numpy as np
-k = lossviz.derive("kto", symbolic=False)  # β = 0.1, w_D = 1, the desirable arm
+k = lossviz.derive("kto", symbolic=False, beta=0.3, desirable_weight=1.5)  # the desirable arm
 at = lambda delta: {"policy_chosen_logps": delta, "reference_chosen_logps": 0.0,
-                    "policy_KL_logps": 2.0, "reference_KL_logps": 0.0}  # a KL batch whose mean log-ratio is z = 2
+                    "policy_KL_logps": 1.0, "reference_KL_logps": 0.0}  # a KL batch whose mean log-ratio is z = 1
 push = lambda delta: -k.evaluate(at(delta), "policy_chosen_logps")
 answer_1 = ...  # the Δ where push(Δ) is largest
 answer_2 = ...  # the largest push
@@ -504,11 +510,11 @@ print(f"value loss {value_loss.item():.4f} (v_old = 0, R = 1); gradient on v: {[
 
 {EXERCISE_HOWTO}
 
-1. For A = +1 and ε = 0.2, from which ratio on is the policy gradient zero?
+1. For A = +1 and ε = 0.3, from which ratio on is the policy gradient zero?
 2. The same with clip-higher, ε_low = 0.2 and ε_high = 0.28.
-3. With dual clip c = 3 and A = −1, above which ratio is the gradient zero again?
+3. With dual clip c = 2.5 (ε = 0.2) and A = −1, above which ratio is the gradient zero again?
 4. Every ratio of the batch below is 1. What is the token-level mean loss?
-5. For v_old = 0, R = 1 and ε = 0.2, where does the value loss's flat (zero-gradient) zone above
+5. For v_old = 0, R = 1 and ε = 0.3, where does the value loss's flat (zero-gradient) zone above
    v_old + ε end?"""),
         new_code_cell("""import numpy as np
 rs = np.linspace(0.5, 4.0, 350001)  # ratios r, with log π_old = 0
@@ -519,9 +525,9 @@ def policy_gradient(d, advantage):
     return d.evaluate({"log_probs": np.log(rs), "old_log_probs": 0 * rs, "advantages": advantage + 0 * rs}, "log_probs")
 
 
-symmetric = lossviz.derive("ppo-policy", clip_eps=0.2)
-higher = lossviz.derive("ppo-policy", clip_eps_low=0.2, clip_eps_high=0.28)
-dual = lossviz.derive("ppo-policy", clip_eps=0.2, dual_clip=3.0)
+symmetric = lossviz.derive("ppo-policy", clip_eps=0.3)
+higher = lossviz.derive("ppo-policy", clip_eps_low=0.2, clip_eps_high=0.28, symbolic=False)  # clip_eps unused: its default
+dual = lossviz.derive("ppo-policy", clip_eps=0.2, dual_clip=2.5)
 answer_1 = ...  # first r with zero gradient, A = +1
 answer_2 = ...  # the same with clip-higher
 answer_3 = ...  # the r above which dual clip zeroes the A = -1 gradient
@@ -531,7 +537,7 @@ action_mask = torch.tensor([[1, 0, 0, 0], [1, 1, 1, 1]])
 same = torch.zeros(2, 4, dtype=torch.float64)  # log π = log π_old: every ratio is 1
 answer_4 = ...  # the token-level mean loss
 
-v = lossviz.derive("ppo-value", clip_eps=0.2)
+v = lossviz.derive("ppo-value", clip_eps=0.3)
 vs = np.linspace(0.25, 3.0, 275001)
 value_gradient = v.evaluate({"values": vs, "old_values": 0 * vs, "returns": 1 + 0 * vs}, "values")
 answer_5 = ...  # where the flat zone ends"""),
@@ -586,15 +592,17 @@ show(logexp_overflow(request("logexp")))"""),
 
 {EXERCISE_HOWTO}
 
-1. With margin m = 2, at which gap has the push on r_c fallen to 1/10 (of its largest value, 1)?
-2. Below which gap Δ does the literal float32 log(1 + e^{{−Δ}}) return inf? (Scan the gaps below.)"""),
+1. With margin m = 1.5, at which gap has the push on r_c fallen to 1/10 (of its largest value, 1)?
+2. Mixed-precision training may compute the loss in float16 (largest value 65504). Below which gap Δ
+   does the literal float16 log(1 + e^{{−Δ}}) return inf? (Scan the gaps below, or work it out from
+   the float32 argument above.)"""),
         new_code_cell("""import numpy as np
-r = lossviz.derive("pairwise", margin=2.0)
+r = lossviz.derive("pairwise", margin=1.5)
 push = lambda gap: -r.evaluate({"chosen_reward": gap, "reject_reward": 0.0}, "chosen_reward")
 answer_1 = ...  # the gap where push(gap) = 0.1
-gaps = -np.arange(0, 120, 0.01, dtype=np.float32)  # 0, -0.01, -0.02, ...
+gaps = -np.arange(0, 20, 0.01).astype(np.float16)  # 0, -0.01, -0.02, ... in float16
 with np.errstate(over="ignore"):
-    literal = np.log(np.float32(1) + np.exp(-gaps))
+    literal = np.log(np.float16(1) + np.exp(-gaps))
 answer_2 = ...  # the first gap where literal is inf"""),
         new_code_cell("""check("rm-1", answer_1)
 check("rm-2", answer_2);"""),
@@ -690,14 +698,19 @@ print(f"unprotected: {int((naive_ids == naive_placeholder).sum())} of {text.coun
 
 {EXERCISE_HOWTO}
 
-1. For a soft label p = 0.8, at which logit difference d is the loss smallest?
-2. How many steps do the six training lines hold?
-3. How many of them would `PRMLoss` train on with the unprotected tokenizer?
+1. For a soft label p = 0.9, at which logit difference d is the loss smallest?
+2. Two new lines, `NEW_LINES` below, are tokenized with the tokenizers trained above. How many steps
+   do they hold?
+3. How many of them would `PRMLoss` train on with the unprotected tokenizer? (Look at how the
+   second line separates its steps.)
 4. And with the protected one?"""),
-        new_code_cell("""prm = lossviz.derive("prm", p=0.8)
+        new_code_cell("""prm = lossviz.derive("prm", p=0.9)
 gradient = lambda d: prm.evaluate({"logits_0": d, "logits_1": 0.0}, "logits_0")  # ∂ℓ/∂z₊ at d = z₊ - z₋
-answer_1 = ...  # d* for p = 0.8
-answer_2 = ...  # steps in MATH_SHEPHERD_STYLE
+answer_1 = ...  # d* for p = 0.9
+from lossviz.exercises import NEW_LINES
+for line in NEW_LINES:
+    print(repr(line))
+answer_2 = ...  # steps in NEW_LINES
 answer_3 = ...  # steps kept by the unprotected tokenizer
 answer_4 = ...  # steps kept by the protected tokenizer"""),
         new_code_cell("""check("prm-1", answer_1)

@@ -53,9 +53,11 @@ for loss, run in sim.runs.items():
     tail = run["margin"][-len(run["margin"]) // 10:]  # the last 10% of the steps
     print(f"{loss:<5} final margin {tail[-1]:8.4f}   rose over the last 10% by {tail[-1] - tail[0]:.2e}")
 show(sim.figure())"""),
-        new_markdown_cell("""**Exercise 1.** Without reading it off the run: at β = 0.5 and ε = 0.1, at which margin h does
-cDPO stop? Then compare with `sim["cdpo"]["margin"][-1]`."""),
-        new_code_cell("""answer_1 = ...  # the margin h where cDPO's gradient vanishes
+        new_markdown_cell("""**Exercise 1.** The run above used β = 0.5 and ε = 0.1. At β = 0.25 and ε = 0.2, at which margin h
+does cDPO stop? Work it out from the loss, then compare with the run in the next cell."""),
+        new_code_cell("""answer_1 = ...  # the margin h where cDPO's gradient vanishes at β = 0.25, ε = 0.2
+print("cDPO's final margin at β = 0.25, ε = 0.2:",
+      lossviz.simulate("deterministic-preferences", losses="cdpo", beta=0.25, label_smoothing=0.2)["cdpo"]["margin"][-1])
 check("dyn-1", answer_1)"""),
 
         new_markdown_cell(_about("likelihood-displacement", "2 · Likelihood displacement")),
@@ -128,10 +130,13 @@ the largest log r among the A < 0 tokens ends *higher* with dual clip than with 
 **Exercise 6.** After the last epoch, what fraction of the batch's tokens does PPO's clipped loss
 no longer push (their gradient is exactly zero)? Read it from the run `sim["ppo"]`.
 
-**Exercise 7.** With dual clip c = 1.5, how large, in units of w·|A|, is the largest push the loss can
-give an A < 0 token, whatever its ratio?"""),
+**Exercise 7.** One token has A < 0 and ratio r = 2.5 (ε = 0.2). In units of w·|A|, how hard does PPO
+with dual clip c = 3 push its log π down? And with c = 2? (The push is −∂ℓ/∂log π; you can check your
+answers with `lossviz.losses.PolicyLoss` and autograd.)"""),
         new_code_cell("""answer_6 = ...  # the zero-gradient fraction of the "ppo" run at the last epoch
-answer_7 = ...  # the supremum of the push on an A < 0 token with dual clip c = 1.5, in units of w·|A|
+answer_7 = ...  # the push on an A < 0 token at r = 2.5 with dual clip c = 3, in units of w·|A|
+answer_8 = ...  # the same token with dual clip c = 2
 check("dyn-6", answer_6)
-check("dyn-7", answer_7)"""),
+check("dyn-7", answer_7)
+check("dyn-8", answer_8)"""),
     ]

@@ -4,7 +4,9 @@ Every notebook in notebooks/ (found when the tests run) is opened and run top to
 for every explorer it shows (a widget output with an image and a slider):
 
 - the image is drawn at its natural size (±2 px), at a 1280 px wide window and at 1920 px;
-- the facts of a lossviz explorer are visible (inside the page, below the image, not cut off);
+- the facts of a lossviz explorer (the step readout of the dynamics explorer) are visible: inside the
+  page, below the image, not cut off; each screenshot holds the whole explorer (a window tall enough
+  for it, scrolled to the top of the notebook's panel, checked to lie inside it);
 - moving the first slider with the keyboard changes the image's pixels.
 
 No cell may end in an error. Screenshots of every explorer and of each whole notebook go to a
@@ -177,7 +179,10 @@ FIND_EXPLORERS = """() => {
 MEASURE = """root => {
     const img = root.querySelector('img');
     const r = img.getBoundingClientRect();
-    const facts = root.querySelector('.lossviz-facts');
+    // a lossviz explorer's facts; the dynamics explorer's readout is the last text widget below its image
+    const texts = [...root.querySelectorAll('.widget-html, .widget-htmlmath')]
+        .filter(e => img.compareDocumentPosition(e) & Node.DOCUMENT_POSITION_FOLLOWING);
+    const facts = root.querySelector('.lossviz-facts') || texts[texts.length - 1];
     const panel = root.closest('.jp-Notebook').getBoundingClientRect();
     const out = {natural: [img.naturalWidth, img.naturalHeight], shown: [r.width, r.height], image: [r.left, r.top, r.right, r.bottom],
                  panel: [panel.left, panel.right]};
@@ -197,6 +202,32 @@ IMAGE_HASH = """async root => {
     for (const b of bytes) { h ^= b; h = Math.imul(h, 16777619) >>> 0; }
     return h + ':' + bytes.length;
 }"""
+
+
+# the explorer's box and the box of the panel that scrolls it (below the menu, tabs and notebook toolbar)
+IN_VIEW = """root => {
+    let scroller = root.parentElement;
+    while (scroller && !/(auto|scroll)/.test(getComputedStyle(scroller).overflowY)) scroller = scroller.parentElement;
+    const r = root.getBoundingClientRect(), s = (scroller || document.documentElement).getBoundingClientRect();
+    return {box: [r.top, r.bottom], view: [Math.max(s.top, 0), Math.min(s.bottom, window.innerHeight)]};
+}"""
+
+
+def _screenshot_whole(page, explorer, path, where):
+    """Screenshot of the whole explorer: a window tall enough for it, the explorer scrolled to the top of the
+    notebook's panel (not under the toolbar), and a check that all of it is inside the visible panel."""
+    height = explorer.evaluate("el => el.getBoundingClientRect().height")
+    size = page.viewport_size
+    page.set_viewport_size({"width": size["width"], "height": max(size["height"], int(height) + 260)})
+    page.wait_for_timeout(300)
+    explorer.evaluate("el => el.scrollIntoView({block: 'start'})")
+    page.wait_for_timeout(300)
+    seen = explorer.evaluate(IN_VIEW)
+    (top, bottom), (view_top, view_bottom) = seen["box"], seen["view"]
+    assert view_top - 1 <= top and bottom <= view_bottom + 1, f"{where}: the explorer {seen['box']} is not all inside the panel {seen['view']}"
+    explorer.screenshot(path=str(path))
+    page.set_viewport_size(size)
+    page.wait_for_timeout(200)
 
 
 def _check_sizes(m, where):
@@ -246,9 +277,8 @@ def test_notebook_explorers_in_jupyterlab(lab, browser, shots, name):
             where = f"{name} explorer {k}"
             m = explorer.evaluate(MEASURE)
             _check_sizes(m, f"{where} at {WIDTHS[0]} px")
-            if kind == "lossviz":
-                _check_facts(m, where)
-            explorer.screenshot(path=str(shots / f"{stem}_explorer{k}_before.png"))
+            _check_facts(m, where)  # the facts of a lossviz explorer, the readout of the dynamics explorer
+            _screenshot_whole(page, explorer, shots / f"{stem}_explorer{k}_before.png", where)
 
             before_hash = explorer.evaluate(IMAGE_HASH)
             slider = explorer.locator(".widget-slider:not(.mod-disabled)").filter(has=page.locator(".noUi-handle, [role='slider']")).first
@@ -265,10 +295,19 @@ def test_notebook_explorers_in_jupyterlab(lab, browser, shots, name):
                 page.wait_for_timeout(300)
                 changed = explorer.evaluate(IMAGE_HASH) != before_hash
             assert changed, f"{where}: moving the slider {readout!r} did not change the image"
+            # each key press may start a redraw (the dynamics explorer retrains per value): wait until the image rests
+            last, deadline = explorer.evaluate(IMAGE_HASH), time.time() + 30
+            while time.time() < deadline:
+                page.wait_for_timeout(800)
+                now = explorer.evaluate(IMAGE_HASH)
+                if now == last:
+                    break
+                last = now
             page.wait_for_timeout(600)  # the formula at the new value prints once the slider rests
-            explorer.screenshot(path=str(shots / f"{stem}_explorer{k}_moved.png"))
+            _screenshot_whole(page, explorer, shots / f"{stem}_explorer{k}_moved.png", f"{where} after the move")
             m = explorer.evaluate(MEASURE)
             _check_sizes(m, f"{where} after the move")
+            _check_facts(m, f"{where} after the move")
         page.screenshot(path=str(shots / f"{stem}_page_{WIDTHS[0]}.png"), full_page=False)
 
         page.set_viewport_size({"width": WIDTHS[1], "height": 1000})

@@ -49,11 +49,22 @@ def test_dpo_margin_keeps_growing_past_both(deterministic):
 
 
 def test_push_on_the_chosen_response_vanishes_only_at_a_fixed_point(deterministic):
-    # IPO and cDPO: −∂ℓ/∂log π(y_w) → 0; DPO: β·σ(−βh) > 0 at the final margin
+    # IPO and cDPO: −∂ℓ/∂log π(y_c) → 0; DPO: β·σ(−βh) > 0 at the final margin
     assert abs(deterministic["ipo"]["push_chosen"][-1]) < 1e-3
     assert abs(deterministic["cdpo"]["push_chosen"][-1]) < 1e-3
     h = deterministic["dpo"]["margin"][-1]
     assert deterministic["dpo"]["push_chosen"][-1] == pytest.approx(0.5 / (1 + math.exp(0.5 * h)), rel=1e-9)
+
+
+def test_dpo_kl_levels_off_at_the_point_mass_on_the_chosen_response():
+    """The margin grows without bound, the KL does not: KL(δ_c‖π_ref) = −log π_ref(y_c) bounds it (claim, 0.436 / 0.446)."""
+    run = simulate("deterministic-preferences", losses="dpo")["dpo"]  # 300 steps at the defaults
+    bound = -math.log(run["p_chosen"][0])  # step 0 is the reference
+    assert bound == pytest.approx(0.446, abs=5e-4)
+    assert run["kl"][-1] == pytest.approx(0.436, abs=5e-4)
+    assert np.all(run["kl"] < bound) and run["kl"][-1] > 0.97 * bound
+    assert run["p_rejected"][-1] < 1e-5 and run["p_chosen"][-1] > 0.998  # π(y_r) → 0, π → δ_c
+    assert run["push_chosen"][-1] > 0  # still pushing: the margin has not stopped
 
 
 def _kl_at_margin(reference_logits, h):
@@ -80,6 +91,17 @@ def test_final_kl_is_decreasing_in_beta_and_matches_the_fixed_point(sweep):
             assert value == pytest.approx(_kl_at_margin(reference, h), rel=0.02)
     # DPO's margin exceeds both fixed points at every β
     assert np.all(sweep["dpo"]["final_margin"] > sweep["cdpo"]["final_margin"])
+
+
+def test_dpo_margin_still_grows_at_every_beta_of_the_default_sweep():
+    sim = simulate("beta-sweep", losses="dpo")  # β = 0.25 … 4, 200 steps
+    margin = sim["dpo"]["margin"]
+    assert np.all(np.diff(margin, axis=1) > 0)  # every step, every β: what the log-scale panel shows
+    late = margin[:, -1] - margin[:, -21]  # the claim's "last 20 of 200 steps"
+    assert late[0] == pytest.approx(0.60, abs=0.005) and late[-1] == pytest.approx(0.009, abs=0.0005)
+    ax = sim.figure().axes[2]
+    growth = [line for line in ax.get_lines() if str(line.get_gid()).startswith("growth:dpo:margin:")]
+    assert ax.get_yscale() == "log" and len(growth) == len(sim["dpo"]["beta"])
 
 
 # ------------------------------------------------------------------ likelihood displacement
@@ -116,6 +138,15 @@ def test_first_order_prediction_holds_along_the_trajectory():
     assert abs(run["ches"][-1] - run["ches"][0]) > 0.3
 
 
+def test_first_step_at_the_default_step_size_is_first_order_only():
+    """The claim's numbers: at η = 0.25 the first step lowers log π(y_c) by 0.037, first order says 0.031."""
+    run = simulate("likelihood-displacement", steps=1)["dpo"]
+    observed = run["logp_chosen"][1] - run["logp_chosen"][0]
+    predicted = run["logp_chosen_first_order"][1] - run["logp_chosen"][0]
+    assert predicted == pytest.approx(-0.25 * 0.5 * 0.5 / 2, rel=1e-12)  # −η·β·ches/2 = −0.03125
+    assert observed == pytest.approx(-0.0368, abs=5e-4)
+
+
 # ------------------------------------------------------------------ noisy labels
 
 
@@ -136,6 +167,10 @@ def test_dpo_pulls_hardest_on_flipped_pairs():
     assert cdpo["weight_flipped"][-1] < dpo["weight_flipped"][-1]
     assert kto["weight_flipped"][-1] == pytest.approx(kto["weight_clean"][-1], rel=0.1)
     assert kto["accuracy"][-1] > 0.6
+    # the claim's numbers: KTO ranks worst at the end (0.82 against 0.93 and 0.92)
+    assert kto["accuracy"][-1] == pytest.approx(0.82, abs=0.005)
+    assert dpo["accuracy"][-1] == pytest.approx(0.93, abs=0.005)
+    assert cdpo["accuracy"][-1] == pytest.approx(0.92, abs=0.005)
 
 
 # ------------------------------------------------------------------ trust region
@@ -225,6 +260,16 @@ def test_cli_errors_exit_2_with_one_line(argv, message, capsys):
     assert err.count("\n") == 1 and message in err, err
 
 
+def test_list_and_error_name_the_scenarios_in_the_same_order(capsys):
+    order = [item.name for item in scenarios()]
+    assert main(["simulate", "--list"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines() if line and not line.startswith(" ")]
+    assert listed == order
+    assert main(["simulate", "trust"]) == 2
+    err = capsys.readouterr().err
+    assert "did you mean trust-region?" in err and err.rstrip().endswith("valid: " + ", ".join(order)), err
+
+
 def test_cli_json_and_list(capsys, tmp_path):
     assert main(["simulate", "likelihood-displacement", "--steps", "3", "--ches", "-0.5", "--format", "json"]) == 0
     data = json.loads(capsys.readouterr().out)
@@ -255,6 +300,19 @@ def test_figures_are_clean_and_deterministic(tmp_path):
             save(fig, a, "png")
             save(sim.figure(), b, "png")
             assert a.read_bytes() == b.read_bytes()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [item.name for item in scenarios()])
+def test_published_figures_are_current(name, tmp_path):
+    """figures/dynamics-<name>.png is byte for byte what `lossviz simulate <name>` draws today."""
+    from pathlib import Path
+
+    published = Path(__file__).resolve().parents[1] / "figures" / f"dynamics-{name}.png"
+    fresh = tmp_path / published.name
+    assert main(["simulate", name, "--out", str(fresh)]) == 0
+    assert published.read_bytes() == fresh.read_bytes(), (
+        f"{published} is stale; regenerate: lossviz simulate {name} --force --out figures/{published.name}")
 
 
 def test_importing_lossviz_stays_light():

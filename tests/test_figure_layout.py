@@ -121,3 +121,16 @@ def test_tick_labels_crowding_each_other_are_reported():
     fig, ax = _axes()
     ax.set_xticks([0.0, 0.01], ["a long tick label", "another one"])
     assert any(p.startswith("overlap:") and "x-tick" in p for p in collisions(fig))
+
+
+def test_a_leader_line_through_another_text_is_reported():
+    fig, ax = _axes()
+    ax.text(0.05, 0.55, "in the way", fontsize=8)
+    # the leader runs from the label at the top left straight down to (0.1, 0.1), through "in the way"
+    ax.annotate("label", (0.1, 0.1), xytext=(0.1, 0.9), ha="center", fontsize=8, arrowprops=dict(arrowstyle="-"))
+    problems = collisions(fig)
+    assert any(p.startswith("leader through text:") and "'label'" in p and "'in the way'" in p for p in problems), problems
+    fig, ax = _axes()  # the same leader beside the text is clean; its own label does not count
+    ax.text(0.3, 0.55, "in the way", fontsize=8)
+    ax.annotate("label", (0.1, 0.1), xytext=(0.1, 0.9), ha="center", fontsize=8, arrowprops=dict(arrowstyle="-"))
+    assert not any(p.startswith("leader through text:") for p in collisions(fig))

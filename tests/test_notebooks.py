@@ -113,8 +113,8 @@ def test_exercises_are_blank_and_registered(path):
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_runs_unanswered_then_with_the_solutions(path, tmp_path):
-    """As committed (what a student opens) the notebook runs top to bottom without an error and every
-    check waits for an answer. Then, in the same kernel, the exercise cells run again with each blank
+    """As committed (what a student opens) the notebook runs top to bottom without an error, every
+    check waits for an answer, and nothing printed above the exercises states an answer. Then, in the same kernel, the exercise cells run again with each blank
     replaced by its solution, and every check prints its tick: the exercises are solvable and proven.
     (One kernel for both passes halves the time; only the exercise cells differ between them.)"""
     from nbclient import NotebookClient
@@ -130,6 +130,9 @@ def test_runs_unanswered_then_with_the_solutions(path, tmp_path):
         text = texts(cells)
         assert text.count("not answered yet") == checks
         assert "✓" not in text and "✗" not in text
+        if path.stem != "07_training_dynamics":  # what the cells above the exercises print states no answer
+            above = [c for c in nb.cells[:first_exercise(nb)] if c.cell_type == "code"]
+            assert not revealing(texts(above), nb)
 
         keys = answer_keys(nb)
         solved = [new_code_cell("from lossviz.teaching import solution")]
@@ -141,3 +144,80 @@ def test_runs_unanswered_then_with_the_solutions(path, tmp_path):
     ticks = [line for line in text.splitlines() if line.startswith("✓")]
     assert len(ticks) == checks, text
     assert "✗" not in text and "not answered yet" not in text
+
+
+# --- no give-aways: nothing shown above an exercise states its answer ----------------------------------------------
+
+EXERCISED = [p for p in NOTEBOOKS if p.stem != "07_training_dynamics"]  # 07's exercises are its module's business
+NUMBER = re.compile(r"(?<![\w.])[-−]?\d+\.\d+(?![\d.eE])")  # not the mantissa of 1.7e-10
+
+
+def first_exercise(nb) -> int:
+    """The index of the first cell holding a blank answer."""
+    return next(i for i, c in enumerate(nb.cells) if c.cell_type == "code" and has_blank(c))
+
+
+def revealing(text: str, nb) -> list:
+    """The numbers in ``text`` that state a non-integer solution of one of the notebook's exercises, to the
+    precision they are written with (0.1345 states 0.13447; 1.39 states log 4 = 1.3863)."""
+    from lossviz.teaching import solution
+
+    answers = {key: float(solution(key)) for key in answer_keys(nb).values()}
+    found = []
+    for written in NUMBER.findall(text):
+        shown = float(written.replace("−", "-"))
+        digits = len(written.lstrip("-−0.").replace(".", ""))  # significant digits written
+        decimals = len(written.split(".")[1])
+        for key, value in answers.items():
+            exact = f"{value:.10g}"
+            short = len(exact.lstrip("-0.").replace(".", "")) <= 2  # an answer like 2.5 counts only when written exactly
+            if value == round(value) or (shown != value if short else digits < 3):
+                continue
+            if abs(shown - value) <= 0.5 * 10 ** -decimals + 1e-12:
+                found.append(f"{written} states {key} = {value:.6g}")
+    return found
+
+
+def shown_before_the_exercises(nb) -> str:
+    """The markdown above the first exercise, the facts of its explorers at their defaults, and the texts of its figures."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    import lossviz
+
+    shown, figures = [], []
+    namespace = {"lossviz": lossviz, "show": figures.append}
+    exec("from lossviz.plots import figure", namespace)
+    for cell in nb.cells[:first_exercise(nb)]:
+        if cell.cell_type == "markdown" and cell.source.startswith("## Exercises"):
+            continue  # the questions themselves state their parameters (dual clip's edge is its c)
+        if cell.cell_type == "markdown":
+            shown.append(cell.source)
+        elif cell.source.startswith("lossviz.explore("):
+            explorers = eval(cell.source, namespace)
+            for explorer in getattr(explorers, "explorers", [explorers]):
+                shown += [f"{name} {value}" for name, value in explorer.fact_values().items()]
+        elif "show(" in cell.source:
+            exec(cell.source, namespace)
+    for fig in figures:
+        texts = [t.get_text().strip() for t in fig.findobj(matplotlib.text.Text)]
+        shown += [t for t in texts if not NUMBER.fullmatch(t)]  # a bare number is a tick label, not a statement
+        plt.close(fig)
+    return "\n".join(shown)
+
+
+def test_the_revealing_check_finds_a_stated_answer():
+    """The check below would catch the answer written at the usual precisions (and ignores other numbers)."""
+    nb = read(FOLDER / "00_basics.ipynb")
+    assert revealing("the push falls to 1/5 at x = 1.39", nb) == ["1.39 states basics-1 = 1.38629"]
+    assert revealing("x = 1.3863 or 1.701", nb) == ["1.3863 states basics-1 = 1.38629", "1.701 states basics-2 = 1.70141"]
+    assert revealing("x = 0: gradient -0.5, loss 0.6931, about 1.4 or 0.05, error 1.39e-17", nb) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", EXERCISED, ids=lambda p: p.stem)
+def test_no_markdown_explorer_or_figure_above_an_exercise_states_its_answer(path):
+    nb = read(path)
+    assert not revealing(shown_before_the_exercises(nb), nb)

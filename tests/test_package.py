@@ -40,3 +40,17 @@ def test_ci_runs_exactly_the_readme_test_command():
     root = pathlib.Path(__file__).resolve().parent.parent
     command = re.search(r"TEST_COMMAND='([^']+)'", (root / ".ci" / "run").read_text()).group(1)
     assert command in (root / "README.md").read_text()
+
+
+def test_readme_has_no_unfilled_placeholder_and_its_local_links_exist():
+    """Every `{{...}}` is filled, and every relative link of the README points at a file in the repository."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    text = (root / "README.md").read_text()
+    assert not re.findall(r"\{\{\w+\}\}", text)
+    links = re.findall(r"\]\(((?!https?:|#)[^)#\s]+)(?:#[^)]*)?\)", text)
+    assert links, "the README links no local file"
+    missing = sorted({link for link in links if not (root / link).exists()})
+    assert not missing, f"README links files that do not exist: {missing}"

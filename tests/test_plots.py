@@ -107,6 +107,18 @@ def test_ipo_target_markers():
         assert _marker_x(fig, f"marker:target:{i}") == pytest.approx(1 / (2 * beta), rel=1e-12)
 
 
+def test_ipo_sweep_targets_stay_apart():
+    """Each swept β's target is its own marker: markers that do not touch (centres 1.5 widths apart) in the gallery and the common sweep."""
+    from lossviz.plots.gallery import build
+
+    gallery_ipo = next(i for i in items() if i.stem == "ipo")
+    for fig, n in ((build(gallery_ipo), len(gallery_ipo.sweep[1])), (figure("ipo", sweep=("beta", [0.1, 0.5, 1.0])), 3)):
+        lines = [by_gid(fig, f"marker:target:{i}") for i in range(n)]
+        px = sorted(float(l.get_transform().transform((l.get_xdata()[0], l.get_ydata()[0]))[0]) for l in lines)
+        width = lines[0].get_markersize() * fig.dpi / 72
+        assert min(b - a for a, b in zip(px, px[1:])) > 1.5 * width, px
+
+
 def test_prm_soft_optimum_marker():
     fig = figure("prm", p=0.7)
     assert _marker_x(fig, "marker:optimum:0") == pytest.approx(math.log(0.7 / 0.3), rel=1e-12)
@@ -217,6 +229,24 @@ def test_compare_puts_the_preference_losses_on_the_reward_margin():
     assert by_gid(fig, "grad:dpo").axes is not ipo_axes and by_gid(fig, "grad:pairwise").axes is by_gid(fig, "grad:dpo").axes
     assert all(ax.get_yscale() == "linear" for ax in fig.axes)
     assert any("the dpo curve" in t.get_text() for leg in fig.legends for t in leg.get_texts())
+
+
+def test_compare_names_only_what_it_shows_in_u():
+    """Title and legends read the u axis for the entries drawn; a push plot does not quote a loss; IPO is drawn around its target."""
+    fig = compare_figure(["pairwise", "logexp"], "grad")
+    title = fig._suptitle.get_text()
+    assert "r_c - r_r" in title and "beta" not in title and "kto" not in title.lower() and "dpo" not in title.lower()
+    fig = compare_figure(["dpo", "cdpo", "ipo", "kto", "pairwise"], "grad", beta=0.2)
+    legend = [t.get_text() for leg in fig.legends for t in leg.get_texts()] + \
+             [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
+    assert legend and all("$u$ = " in t and "x =" not in t for t in legend)
+    assert not any("log" in t for t in legend)  # the push, not the loss, is drawn
+    u_ipo = xy(by_gid(fig, "grad:ipo"))[0]  # IPO's target: h* = 1/(2β), so u* = βh* = 1/2
+    target = xy(by_gid(fig, "marker:ipo_target"))
+    assert target[0][0] == pytest.approx(0.5, abs=1e-12) and target[1][0] == 0.0
+    assert u_ipo.min() == pytest.approx(0.5 - 3.0) and u_ipo.max() == pytest.approx(0.5 + 3.0)
+    fig = compare_figure(["dpo", "pairwise"], "loss")
+    assert any(r"\log\sigma" in t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts())
 
 
 def test_compare_losses_coincide_and_other_axes_get_their_own_panel():
@@ -351,7 +381,7 @@ def test_vanilla_kto_is_dpos_sigmoid_where_both_log_ratios_are_positive():
 
 
 def test_dual_clip_text_describes_a_negative_advantage():
-    title = figure("ppo-policy", dual_clip=3.0).get_suptitle().replace("\n", " ")
+    title = figure("ppo-policy", dual_clip=3.0).get_suptitle().replace("\n", " ").replace("\u00a0", " ")
     assert "for A < 0 and r > c" in title and "capped at c|A|" in title
     r, g = xy(by_gid(figure("ppo-policy", dual_clip=3.0), "grad:A_negative"))
     _, loss = xy(by_gid(figure("ppo-policy", dual_clip=3.0), "loss:A_negative"))
@@ -476,6 +506,25 @@ def test_gallery_writes_every_item_and_a_readme(tmp_path, capsys):
         assert f"[{item.stem}.png]({item.stem}.png)" in readme and f" | {item.lesson} |" in readme
     assert {i.name for i in ITEMS} >= set(names()) | {"compare"}  # every entry, read from the registry
     assert {i.stem for i in ITEMS} >= {"logexp-overflow", "ppo-policy_dual-clip"}  # and the extra figures cards declare
+    assert "\r" not in capsys.readouterr().err  # stderr is captured, not a terminal: no progress bar
+
+
+def test_gallery_progress_bar_only_on_a_terminal(tmp_path, monkeypatch):
+    import io
+
+    import lossviz.plots.gallery as gal
+
+    monkeypatch.setattr(gal, "items", lambda: [i for i in items() if i.stem == "basics"])
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    log, tty = io.StringIO(), Terminal()
+    gallery(tmp_path / "log", stream=log)
+    gallery(tmp_path / "tty", stream=tty)
+    assert log.getvalue() == ""
+    assert tty.getvalue().count("\r") == 2 and "1/1 done" in tty.getvalue()
 
 
 def test_committed_gallery_lists_every_item():
@@ -616,7 +665,7 @@ def test_explorer_spec_reads_the_declaration():
 
     spec = explorer_spec(get("ipo"))  # β stays a symbol: the cut and the marks are functions of it
     beta = sp.Symbol("beta", positive=True)
-    assert spec.x_range == pytest.approx((-12.5, 25.0))  # the declared range at the default β = 0.1
+    assert spec.x_range == pytest.approx((-1.0, 8.0))  # the declared range at the default β = 0.1: the target 5 ± 3, and h = 0
     assert sp.simplify(spec.loss - (spec.x - 1 / (2 * beta)) ** 2) == 0
     assert sp.simplify(spec.grad - 2 * (spec.x - 1 / (2 * beta))) == 0
     (mark, value), = spec.marks

@@ -111,13 +111,17 @@ def test_reveal_prints_the_solution(ex, capsys):
 
 
 @pytest.mark.parametrize("key, value", [
-    ("basics-1", 0.0), ("basics-2", 1.0), ("basics-3", 1 / (1 + math.exp(3))),
+    ("basics-1", math.log(4)), ("basics-2", math.log(1 + math.exp(1.5))), ("basics-3", 1 / (1 + math.exp(3))),
     ("sft-1", math.exp(2) / (math.exp(2) + 1 + math.exp(-1)) - 1),
-    ("dpo-1", 0.15), ("dpo-2", math.log(9) / 0.1), ("dpo-3", math.log(2 * math.cosh(1.0))), ("dpo-4", 1.0),
-    ("kto-1", 2.0), ("kto-2", 0.1 / 4), ("kto-3", 1 / (1 + math.exp(0.5))),
-    ("ppo-1", 1.2), ("ppo-2", 1.28), ("ppo-3", 3.0), ("ppo-4", -0.6), ("ppo-5", 1.8),
-    ("rm-1", 2 + math.log(9)), ("rm-2", -88.72283935546875),
-    ("prm-1", math.log(4)), ("prm-2", 13), ("prm-3", 6), ("prm-4", 13),
+    ("dpo-1", 0.5 / (1 + math.exp(1))), ("dpo-2", math.log(4) / 0.3), ("dpo-3", math.log(2 * math.cosh(1.0))), ("dpo-4", 1.25),
+    # vanilla KTO, Δ_c = 2, Δ_r = -1, β = 0.5: z_r clamped to 0, z_c = 2: mean of 1 - σ(0.5·2) and 1 - σ(0.5·3)
+    ("kto-1", 1.0), ("kto-2", 1.5 * 0.3 / 4), ("kto-3", (1 / (1 + math.exp(1.0)) + 1 / (1 + math.exp(1.5))) / 2),
+    # value flat zone above v_old + ε ends where |v - R| = |v_old + ε - R|: v = 2R - v_old - ε
+    ("ppo-1", 1.3), ("ppo-2", 1.28), ("ppo-3", 2.5), ("ppo-4", -0.6), ("ppo-5", 1.7),
+    ("rm-1", 1.5 + math.log(9)), ("rm-2", -math.log(65504.0)),  # 65504: the largest float16
+    # NEW_LINES: 3 + 2 steps; unprotected, the placeholders before "\nStep" merge (2 of the first line's 3), the
+    # space-separated ones of the second line survive
+    ("prm-1", math.log(9)), ("prm-2", 5), ("prm-3", 3), ("prm-4", 5),
 ])
 def test_the_notebook_solutions_match_closed_forms(key, value):
     """Solutions come from the derivations; here they meet an independent closed form."""

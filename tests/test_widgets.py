@@ -396,3 +396,60 @@ def test_a_bad_control_declaration_is_one_line_naming_the_card(controls, needle)
     with pytest.raises(CardError, match=re.escape(needle)) as info:
         Explorer(Bad())
     assert str(info.value).startswith("bad-controls: ") and "\n" not in str(info.value)
+
+
+# --- review fixes: facts that are formulas, held values in the formula, axes, layout ---------------------
+def test_a_fact_that_is_a_formula_is_printed_before_the_axis_cut():
+    e = Explorer("logexp", margin=0.75)  # the axis holds r_r = 0; the stable form is -log σ(r_c - r_r - m)
+    shown = e.facts_view.value.split("<code>stable_form</code>")[1].split("</tr>")[0]
+    assert "r_r" in shown and "r_c" in shown and "0.75" in shown
+    value = next(f["expr"] for f in e.lowered.facts if f["name"] == "stable_form")
+    r_c, r_r = (next(s for s in value.free_symbols if s.name == n) for n in ("chosen_reward", "reject_reward"))
+    at = float(value.subs({r_c: 1.3, r_r: 0.4, next(s for s in value.free_symbols if s.name == "margin"): 0.75}))
+    assert at == pytest.approx(math.log1p(math.exp(-(1.3 - 0.4 - 0.75))), rel=1e-12)
+
+
+def test_the_formula_puts_in_the_values_the_sliders_hold():
+    e = Explorer("gptlm", z_1=1.25, z_2=-0.75)
+    loss_line = e.latex_view.value.split(r"\mathcal{L} =")[1].split("</div>")[0]
+    assert r"\operatorname{LSE}\left(z_0, 1.25, -0.75\right)" in loss_line and "z_1" not in loss_line
+    kd = Explorer("kd", t_0=2.0, t_1=0.25, t_2=-1.0)
+    assert "t_0" not in kd.latex_view.value.split("</div>", 1)[1] and r"\operatorname{LSE}\left(2, 0.25, -1\right)" in kd.latex_view.value
+    assert "$z_1$ = 0" in kd.latex_view.value  # the student's logits the axis holds are named in the header
+    kto = Explorer("kto", z=3.0)
+    assert r"3 - \pi^{KL}_{\mathrm{ref}}" in kto.latex_view.value and r"\pi^{KL} -" not in kto.latex_view.value
+
+
+def test_the_policy_formula_is_printed_without_the_overflow_guard():
+    e = Explorer("ppo-policy")
+    assert "10^{" not in e.latex_view.value and "532" not in e.latex_view.value.split("printed without")[0]
+    assert "532.3" in e.latex_view.value  # the note says where the guard sits
+    # the curves keep the card's loss, guard included
+    assert any(abs(float(f) - 532.3) < 0.1 for f in e.lowered.derivation.loss.atoms(sp.Float))
+
+
+@pytest.mark.parametrize("name", ["pairwise", "logexp", "prm", "ppo-value", "basics", "dpo"])
+def test_a_loss_that_is_never_negative_gets_no_negative_axis(name):
+    e = Explorer(name)
+    low, high = e.ax_loss.get_ylim()
+    assert np.nanmin(e.loss_line.get_ydata()) >= 0
+    assert -0.05 * high <= low <= 0  # a small margin below 0, not a range the loss never takes
+    policy = Explorer("ppo-policy")  # -rA is negative for A > 0: its axis still goes below 0
+    assert policy.ax_loss.get_ylim()[0] < np.nanmin(policy.loss_line.get_ydata()) < 0
+
+
+def test_a_gradient_mark_is_drawn_on_the_gradient_panel_only():
+    e = Explorer("basics")
+    lines = {line.get_gid(): line for _, line in e.marker_lines}
+    assert [line.axes for _, line in e.marker_lines if "x = 0" in line.get_gid()] == [e.ax_grad]
+    kto = Explorer("kto")  # the reference point z is an edge of both panels, and the gradient's peak sits on it
+    assert {line.axes for _, line in kto.marker_lines} == {kto.ax_loss, kto.ax_grad}
+    assert lines
+
+
+def test_each_switch_shares_a_row_with_its_own_slider_only():
+    e = Explorer("ppo-policy")
+    rows = e.widget.children[1].children
+    for name, switch in e.switches.items():
+        row = next(r for r in rows if switch in getattr(r, "children", ()))
+        assert list(row.children) == [switch, e.sliders[name]] and row.layout.width == "100%"

@@ -124,8 +124,8 @@ class CDPO(_MarginCard):
     figure = LessonFigure(
         panels=(Panel("loss", r"$-(1-\varepsilon)\log\sigma(\beta h) - \varepsilon\log\sigma(-\beta h)$"), Panel("grad", GRADIENT_IN_H)),
         title="with ε > 0 the loss has a finite minimum; ε = 0 is DPO",
-        marks=(Mark("minimum", label="min at βh* = log((1-ε)/ε) = {beta_times_minimum:.3g}", zero_gradient=True, missing="no minimum (DPO)"),))
-    gallery = (Shot("cdpo", "label smoothing ε gives a finite minimum at βh* = log((1-ε)/ε); ε = 0 is DPO. As ε → 0.5 the loss tends to "
+        marks=(Mark("minimum", label="min at $h^*$ = log((1−ε)/ε)/β = {x:.1f}", zero_gradient=True, missing="no minimum (DPO)"),))
+    gallery = (Shot("cdpo", "label smoothing ε gives a finite minimum at h* = log((1−ε)/ε)/β; ε = 0 is DPO. As ε → 0.5 the loss tends to "
                     "log 2cosh(βh/2): still a function of the margin, minimal at h = 0", params={"beta": 0.1}, sweep=("label_smoothing", (0.0, 0.1, 0.3))),)
 
     def loss(self, p):
@@ -161,13 +161,16 @@ class IPO(_MarginCard):
     title = "IPO"
     lesson = "a squared loss that regresses the margin onto the target 1/(2β)"
     params = (BETA,)
-    # from 2.5 targets 1/(2β) below 0 to 5 above: the parabola's vertex and both arms
-    axis = Axis(MARGIN_AXIS.symbol, MARGIN_AXIS.cut, lambda p: (-(1 / (2 * p["beta"])) * 2.5, 2 * ((1 / (2 * p["beta"])) * 2.5)), MARGIN_AXIS.label)
+    # the target 1/(2β) ± 3 nats (and h = 0, where training starts): the vertex and both arms at a scale where
+    # targets of different β stay apart (a range proportional to 1/β would squeeze β = 0.5 and 1 into one point)
+    axis = Axis(MARGIN_AXIS.symbol, MARGIN_AXIS.cut, lambda p: (min(-1.0, 1 / (2 * p["beta"]) - 3.0), 1 / (2 * p["beta"]) + 3.0),
+                MARGIN_AXIS.label)
     figure = LessonFigure(
         panels=(Panel("loss", r"$(h - \frac{1}{2\beta})^2$"), Panel("grad", GRADIENT_IN_H + "\n" + r"$= 2(h - \frac{1}{2\beta})$")),
         title="IPO regresses the margin onto the target 1/(2β)",
         marks=(Mark("target", label="target 1/(2β) = {x:g}", y="zero", zero_gradient=True),))
-    gallery = (Shot("ipo", "IPO regresses the margin onto the target 1/(2β) (zero gradient there)", sweep=("beta", (0.1, 0.5, 1.0))),)
+    gallery = (Shot("ipo", "IPO regresses the margin onto the target 1/(2β) (zero gradient there); β = 0.1, 0.25, 1 put it at h = 5, 2, 0.5",
+                    sweep=("beta", (0.1, 0.25, 1.0))),)
 
     def loss(self, p):
         return (margin() - 1 / (2 * p["beta"])) ** 2

@@ -42,10 +42,10 @@ def _surrogate_label(c) -> str:
 
 
 def _policy_title(c) -> str:
-    text = "the gradient is zero once r leaves the trust region in the direction A favours"
-    if c.p["dual_clip"] is not None:
-        text += "; dual clip c: for A < 0 and r > c (r grew although A < 0) the loss is capped at c|A| and the gradient is zero"
-    return text
+    if c.p["dual_clip"] is not None:  # short: the parameter list already takes a line of the title
+        # no-break spaces keep "A < 0" and "r > c" on one line of the wrapped title
+        return "zero gradient once r leaves the trust region in A's direction; dual clip: for A\u00a0<\u00a00 and r\u00a0>\u00a0c the loss is capped at c|A|"
+    return "the gradient is zero once r leaves the trust region in the direction A favours"
 
 
 class PPOPolicy(Card):

@@ -43,7 +43,7 @@ class GPTLM(Card):
                 Panel("grad", r"gradient $\partial\mathcal{L}/\partial z_0$" + "\n" + r"$= p_0 - 1[y = 0]$",
                       label=lambda c: r"$y = 0$: $p_0 - 1$" if c.p["label"] == "0" else rf"$y = {c.p['label']}$: $p_0$",
                       style=lambda i: {"linestyle": "-" if i == 0 else (0, (4, 2 + i))})),  # dashes tell apart y = 1 and 2, whose gradients coincide
-        title="over 3 tokens, ∂L/∂z_0 is p_0 - 1 when token 0 is the target and p_0 when another is", tag="label={label}",
+        title=r"over 3 tokens, $\partial\mathcal{L}/\partial z_0$ is $p_0 - 1$ when token 0 is the target and $p_0$ when another is", tag="label={label}",
         curves=(Curve("0", "masked", "label -100 (prompt): no gradient", panels=("grad",), style={"color": "0.4", "linestyle": ":"}),))
     gallery = (Shot("gptlm", "next-token CE: ∂L/∂z_k = p_k - 1[k = y], so ∂L/∂z_0 is p_0 - 1 when token 0 is the target and p_0 when another is; "
                     "positions labelled -100 get no gradient", sweep=("label", ("0", "2"))),)
@@ -114,16 +114,16 @@ class KD(Card):
                 Formula("teacher_p0", "the teacher's probability of token 0: softmax(t)₀", "exp(t_0) / (exp(t_0) + exp(t_1) + exp(t_2))"),
                 Minimum("student_minimum", "the z₀ where the loss is minimal along the axis (sympy solves ∂ℓ/∂z₀ = 0): where the student's p₀ equals the teacher's"))
     axis = Axis("z_0", {"logits_0": "z_0", "logits_1": 0, "logits_2": 0, "teacher_logits_0": 1.0, "teacher_logits_1": 0, "teacher_logits_2": -1.0},
-                (-6.0, 6.0), r"student logit $z_0$ (teacher logits $t$ = (1, 0, -1))")
+                (-6.0, 6.0), r"student logit $z_0$ (student $z_1 = z_2 = 0$)" + "\n" + r"teacher logits $t$ = (1, 0, −1)")
     figure = LessonFigure(  # CE and KL side by side with their constant gap H(q)
         panels=(Panel("loss", "loss", label=r"CE $-\sum_k q_k \log p_k$ (KDLoss)"),
                 Panel("grad", r"$\partial\mathcal{L}/\partial z_0$", label=r"$p_{S,0} - q_0$", style={"color": 1})),
         title="minimising CE to the teacher minimises KL(q‖p)", tag="cross-entropy",
         curves=(Curve(lambda c: c.loss - _teacher_entropy(c.cut), "kl", r"$\mathrm{KL}(q\,\|\,p)$ = CE $- H(q)$",
                       style={"color": 2, "linestyle": "--"}),),
-        marks=(Mark("student_matches_teacher", at=lambda c: _stationary(c), label="minimum: p_S,0 = q_0 at z_0 = {x:.3g}", once=True),
-               Mark("gradient_zero", at=lambda c: _stationary(c), panel="grad", y="zero", label="gradient 0 at z_0 = {x:.3g}", once=True),
-               Mark("teacher_entropy", kind="gap", at=lambda c: c.lo + 0.8 * (c.hi - c.lo), to="kl", label="constant gap H(q) = {gap:.3f}", once=True)))
+        marks=(Mark("student_matches_teacher", at=lambda c: _stationary(c), label=r"minimum: $p_{{S,0}} = q_0$ at $z_0$ = {x:.3g}", once=True),
+               Mark("gradient_zero", at=lambda c: _stationary(c), panel="grad", y="zero", label=r"gradient 0 at $z_0$ = {x:.3g}", once=True),
+               Mark("teacher_entropy", kind="gap", at=lambda c: c.lo + 0.2 * (c.hi - c.lo), to="kl", label=r"constant gap $H(q)$ = {gap:.3f}", once=True)))
     gallery = (Shot("kd", "CE to the teacher's soft labels = KL(q‖p) + H(q): same minimiser, gradient p_S - p_T"),)
     references = ("hinton2015",)
     aliases = ("distillation", "KDLoss")

@@ -92,13 +92,16 @@ def _reference_logits(ctx, responses: int = 4):
     name="deterministic-preferences",
     title="Deterministic preferences: DPO's margin never stops, IPO's and cDPO's do",
     policy="tabular softmax over 4 responses (one logit each), started at a random reference",
-    data="one comparison y_w ≻ y_l, the same label every time (p(y_w ≻ y_l) = 1)",
+    data="one comparison y_c ≻ y_r, the same label every time (p(y_c ≻ y_r) = 1)",
     losses=("dpo", "ipo", "cdpo"),
     default_losses=("dpo", "ipo", "cdpo"),
     params=(BETA, SMOOTHING),
     series=("p_chosen", "p_rejected", "push_chosen"),
-    claim="When every label says y_w ≻ y_l, DPO's loss keeps falling as the margin h grows, so h grows "
-    "without bound whatever β is; IPO stops at h = 1/(2β) and cDPO at h* = log((1−ε)/ε)/β.",
+    claim="When every label says y_c ≻ y_r, DPO's loss keeps falling as the margin h grows, so h grows "
+    "without bound whatever β is; IPO stops at h = 1/(2β) and cDPO at h* = log((1−ε)/ε)/β. DPO's KL(π‖π_ref) "
+    "still levels off (0.436 at step 300 at the defaults): on the tabular policy only the logits of y_c and y_r "
+    "move, log π(y_r) → −∞ drives the margin while π(y_r) → 0 adds no KL, and π → the point mass on y_c, "
+    "whose KL is −log π_ref(y_c) (0.446 here).",
     source="Azar et al. 2024 (arXiv:2310.12036), §4.2 and Eq. 17; Mitchell 2023, note on cDPO",
     steps=300,
     lr=0.1,
@@ -118,7 +121,7 @@ def deterministic_preferences(ctx):
     name="beta-sweep",
     title="β is the KL strength: final KL(π‖π_ref) and margin against β",
     policy="tabular softmax over 4 responses, started at a random reference",
-    data="one comparison y_w ≻ y_l with a deterministic label, trained anew at each β",
+    data="one comparison y_c ≻ y_r with a deterministic label, trained anew at each β",
     losses=("dpo", "ipo", "cdpo"),
     default_losses=("dpo", "ipo", "cdpo"),
     params=(
@@ -129,7 +132,8 @@ def deterministic_preferences(ctx):
     ),
     series=("beta", "final_margin", "final_kl"),
     claim="A larger β keeps the policy nearer the reference: IPO's and cDPO's margins stop at 1/(2β) and "
-    "log((1−ε)/ε)/β, so their final KL falls as β grows; DPO's margin keeps growing at every β.",
+    "log((1−ε)/ε)/β, so their final KL falls as β grows; DPO's margin keeps growing at every β (by less per step the larger β is: "
+    "over the last 20 of 200 steps by 0.60 at β = 0.25 and 0.009 at β = 4).",
     source="Rafailov et al. 2023 (arXiv:2305.18290), Eq. 3–4; Azar et al. 2024, Eq. 17; Mitchell 2023",
     steps=200,
     lr=0.1,
@@ -226,7 +230,9 @@ def ches_score(features, mean):
     series=("logp_other", "logp_chosen_first_order", "ches"),
     claim="A DPO step moves θ by η·w·(φ_c − φ_r), w = −∂ℓ/∂log π(y_c) > 0: the margin grows by η·w·‖φ_c − φ_r‖² "
     "while log π(y_c) changes by η·w·(φ_c − φ_r)·(φ_c − φ̄) = −η·w·CHES to first order, so it falls when the "
-    "centred chosen and rejected features are similar (CHES > 0) and the mass goes to another response.",
+    "centred chosen and rejected features are similar (CHES > 0) and the mass goes to another response. "
+    "The first-order change is exact as η → 0; at the default η = 0.25 the first step lowers log π(y_c) "
+    "by 0.037 where first order says 0.031.",
     source="Razin et al. 2024 (arXiv:2410.08847), the CHES score; Pal et al. 2024 (arXiv:2402.13228)",
     steps=100,
     lr=0.25,
@@ -265,7 +271,7 @@ def likelihood_displacement(ctx):
 
 @scenario(
     name="noisy-labels",
-    title="Noisy labels: who keeps pulling on the flipped pairs",
+    title="Noisy labels: DPO pulls hardest on the flipped pairs, KTO ranks worst",
     policy="log-linear over 6 responses per prompt with 4-D features shared across 64 prompts, "
     "started at the uniform reference",
     data="one pair per prompt, labelled by a hidden linear reward; a fraction `flip` of the labels is swapped",
@@ -280,7 +286,8 @@ def likelihood_displacement(ctx):
     claim="DPO's per-pair gradient weight β·σ(−βh) is largest on pairs the policy ranks against their label, "
     "so once it learns the hidden reward it pulls hardest on the flipped pairs. cDPO, told the flip rate ε, "
     "pulls on them less. KTO's weight β·σ(u)·σ(−u) falls on both sides of its reference point, so here it "
-    "weighs flipped and clean examples alike (within 10%).",
+    "weighs flipped and clean examples alike (within 10%). That does not make KTO the robust one: it ends "
+    "with the lowest ranking accuracy (0.82, against 0.93 for DPO and 0.92 for cDPO at the defaults).",
     source="Rafailov et al. 2023, §4 (the DPO gradient weight); Ethayarajh et al. 2024 (arXiv:2402.01306), §4; "
     "Mitchell 2023",
     steps=200,

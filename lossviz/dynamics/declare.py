@@ -150,5 +150,8 @@ def get(name) -> Scenario:
     known = {s.name: s for s in scenarios()}
     found = known.get(name.strip().lower().replace("_", "-"))
     if found is None:
-        raise DynamicsError(f"unknown scenario {name!r}; valid: {', '.join(closest_first(name, list(known)))}")
+        # the valid names in --list order; the nearest one, if any, as a suggestion before them
+        near = difflib.get_close_matches(name.strip().lower(), list(known), n=1, cutoff=0.4)
+        hint = f"did you mean {near[0]}? " if near else ""
+        raise DynamicsError(f"unknown scenario {name!r}; {hint}valid: {', '.join(known)}")
     return found

@@ -18,6 +18,19 @@ def _simulate(name, **kwargs):
     return simulate(name, progress=False, **kwargs)
 
 
+def _dual_clip_push(ratio: float, dual_clip: float) -> float:
+    """−∂ℓ/∂log π of the production PolicyLoss for one token with A = −1 (so the push is in units of w·|A|, w = 1)."""
+    import torch
+
+    from ..losses import PolicyLoss
+
+    log_probs = torch.tensor([[math.log(ratio)]], dtype=torch.float64, requires_grad=True)
+    loss = PolicyLoss(clip_eps=0.2, dual_clip=dual_clip)(log_probs, torch.zeros(1, 1, dtype=torch.float64),
+                                                          torch.full((1, 1), -1.0, dtype=torch.float64))
+    loss.backward()
+    return float(log_probs.grad[0, 0])  # ∂ℓ/∂log π = r·|A| while the loss still pushes the token down
+
+
 def _first_step_sign(ches: float) -> float:
     run = _simulate("likelihood-displacement", ches=ches, steps=1)["dpo"]
     return math.copysign(1.0, run["logp_chosen"][1] - run["logp_chosen"][0])
@@ -25,8 +38,8 @@ def _first_step_sign(ches: float) -> float:
 
 exercise(
     "dyn-1",
-    lambda: math.log((1 - 0.1) / 0.1) / 0.5,
-    hint="cDPO's gradient vanishes where (1−ε)·σ(−βh) = ε·σ(βh); solve for h at β = 0.5, ε = 0.1.",
+    lambda: math.log((1 - 0.2) / 0.2) / 0.25,
+    hint="cDPO's gradient vanishes where (1−ε)·σ(−βh) = ε·σ(βh); solve for h at β = 0.25, ε = 0.2.",
     tolerance=1e-4,
     what="the margin where cDPO stops",
 )
@@ -69,9 +82,16 @@ exercise(
 )
 exercise(
     "dyn-7",
-    1.5,
-    hint="For A < 0 the push on log π is w·r·|A| while the loss still pushes; dual clip stops pushing once r > c. "
-    "What is the largest r it still pushes?",
+    lambda: _dual_clip_push(2.5, 3.0),
+    hint="For A < 0 and r > 1+ε the min picks the unclipped term r·A, whose push on log π is w·r·|A|; "
+    "dual clip replaces the loss by the constant −c·A only once r > c. Is r = 2.5 past c = 3?",
     tolerance=1e-9,
-    what="the largest push dual clip c = 1.5 gives an A < 0 token, in units of w·|A|",
+    what="the push dual clip c = 3 gives an A < 0 token at r = 2.5, in units of w·|A|",
+)
+exercise(
+    "dyn-8",
+    lambda: _dual_clip_push(2.5, 2.0),
+    hint="Past r = c the dual-clipped loss is the constant −c·A: what is the gradient of a constant?",
+    tolerance=1e-9,
+    what="the push dual clip c = 2 gives an A < 0 token at r = 2.5, in units of w·|A|",
 )

@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from ..plots.core import COLORS, format_params
-from ..plots.placement import finish, label_hline
+from ..plots.placement import finish, label_hline, label_point
 
 LOSS_COLORS = {"dpo": COLORS[0], "ipo": COLORS[1], "cdpo": COLORS[2], "kto": COLORS[3], "vanilla-kto": COLORS[4],
                "ppo": COLORS[0], "ppo-noclip": COLORS[1], "ppo-dualclip": COLORS[2]}
@@ -82,12 +82,21 @@ def deterministic_preferences(sim):
             name = "1/(2β)" if loss == "ipo" else "log((1−ε)/ε)/β"
             _guide_hline(ax_h, target, f"{name} = {target:.3g}", LOSS_COLORS[loss])
     _zero(ax_push)
+    # symlog: DPO's push decays towards 0 without reaching it, which a linear axis hides after ~50 steps
+    ax_push.set_yscale("symlog", linthresh=1e-3)
+    if "dpo" in sim.runs:
+        # DPO's KL tends to that of the point mass on y_c: π(y_r) → 0 drives the margin but costs no KL
+        bound = -math.log(float(sim["dpo"]["p_chosen"][0]))
+        _guide_hline(ax_kl, bound, f"−log π_ref(y_c) = {bound:.3f}", LOSS_COLORS["dpo"])
+        ax_kl.set_ylim(top=1.15 * max(bound, ax_kl.get_ylim()[1]))  # room for the label above the line
+        last = float(sim["dpo"]["push_chosen"][-1])
+        label_point(ax_push, float(sim.steps[-1]), last, f"DPO: {last:.2g} > 0", color=LOSS_COLORS["dpo"])
     ax_h.set_title("the margin stops only for IPO and cDPO")
     ax_h.set_ylabel("margin h (log-ratio)")
     ax_kl.set_title("distance from the reference")
     ax_kl.set_ylabel("KL(π‖π_ref), exact")
-    ax_push.set_title("push on log π(y_w)")
-    ax_push.set_ylabel("push = −∂ℓ/∂log π(y_w)")
+    ax_push.set_title("push on log π(y_c)")
+    ax_push.set_ylabel("push = −∂ℓ/∂log π(y_c) (symlog)")
     for ax in (ax_h, ax_kl, ax_push):
         ax.set_xlabel("step")
         ax.legend()
@@ -114,12 +123,15 @@ def beta_sweep(sim):
     if "dpo" in sim.runs:
         run = sim.runs["dpo"]
         shades = np.linspace(0.35, 1.0, len(betas))
+        # the growth per step on a log axis: at large β the margin itself looks flat, yet it still rises
         for k, beta in enumerate(betas):
-            (line,) = ax_dpo.plot(sim.steps, run["margin"][k], color=LOSS_COLORS["dpo"], alpha=float(shades[k]), label=f"β={beta:.3g}")
-            line.set_gid(f"run:dpo:margin:{k}")
+            growth = np.diff(run["margin"][k])
+            (line,) = ax_dpo.plot(sim.steps[1:], growth, color=LOSS_COLORS["dpo"], alpha=float(shades[k]), label=f"β={beta:.3g}")
+            line.set_gid(f"growth:dpo:margin:{k}")  # one value fewer than the steps: not a recorded series
+        ax_dpo.set_yscale("log")
         ax_dpo.set_title("DPO's margin keeps growing at every β")
-        ax_dpo.set_xlabel("step")
-        ax_dpo.set_ylabel("margin h")
+        ax_dpo.set_xlabel("step k")
+        ax_dpo.set_ylabel(r"growth per step $h_k - h_{k-1}$")
         ax_dpo.legend(ncol=2)
     else:
         ax_dpo.set_visible(False)
@@ -154,15 +166,16 @@ def likelihood_displacement(sim):
         line.set_gid(f"run:{loss}:dlogp_chosen")
         every = max(len(steps) // 25, 1)
         (line,) = ax_d.plot(steps[1::every], predicted[::every], "o", color=color, markersize=3, markerfacecolor="none",
-                            label=f"{name}: η·w·(φ_c−φ_r)·(φ_c−φ̄)")
+                            label=f"{name}: first order (exact as η→0)")
         line.set_gid(f"run:{loss}:dlogp_chosen_first_order")
-    _zero(ax_d)
+    # not a "guide": the legend must keep off this line too
+    ax_d.axhline(0, color="0.6", linewidth=0.8).set_gid("reference:zero")
     ax_p.set_title("log-probabilities")
     ax_p.set_ylabel("log π(y)")
     ax_h.set_title("the margin grows")
     ax_h.set_ylabel("margin h")
     ax_d.set_title("one step's change of log π(y_c)")
-    ax_d.set_ylabel("Δ log π(y_c)")
+    ax_d.set_ylabel(f"Δ log π(y_c) per step (η = {sim.lr:g})")
     for ax in (ax_p, ax_h, ax_d):
         ax.set_xlabel("step")
         ax.legend()
@@ -181,10 +194,22 @@ def _features_panel(ax, sim):
     for k in range(3):
         (line,) = ax.plot([phi[k, 0]], [phi[k, 1]], "o", color=colors[k], markersize=6, label=names[k])
         line.set_gid(f"feature:{names[k]}")
+    from matplotlib.lines import Line2D
+
     direction = phi[0] - phi[1]  # every DPO step moves θ along φ_c − φ_r
     ax.annotate("", xy=tuple(direction), xytext=(0, 0), arrowprops=dict(arrowstyle="->", color="k", linewidth=1.2))
-    (line,) = ax.plot([0], [0], "+", color="k", markersize=7, label="step direction φ_c − φ_r (from 0)")
-    line.set_gid("feature:origin")
+    # φ̄ = Σ π(y)·φ(y): 0 at the uniform reference (the features are centred), then it follows the policy
+    run = next(iter(sim.runs.values()))
+    probs = np.exp(np.stack([run["logp_chosen"], run["logp_rejected"], run["logp_other"]], axis=1))  # (steps + 1, 3)
+    means = probs @ phi
+    (line,) = ax.plot([0], [0], "+", color="k", markersize=8, markeredgewidth=1.2, label="φ̄ at the reference (= 0)")
+    line.set_gid("feature:mean-reference")
+    (line,) = ax.plot(means[:, 0], means[:, 1], color="k", linestyle=":", linewidth=1.0, marker="x", markevery=[-1],
+                      markersize=6, markeredgewidth=1.2, label=f"φ̄ over the run (× after {len(sim.steps) - 1} steps)")
+    line.set_gid("feature:mean-path")
+    handles, labels = ax.get_legend_handles_labels()
+    handles.append(Line2D([], [], color="k", marker=r"$\rightarrow$", markersize=11, linestyle="none"))
+    labels.append("step direction φ_c − φ_r")
     span = np.abs(np.concatenate([phi, direction[None]])).max() * 1.25
     ax.set_xlim(-span, span)
     ax.set_ylim(-span, span)
@@ -192,7 +217,7 @@ def _features_panel(ax, sim):
     ax.set_xlabel("feature 1")
     ax.set_ylabel("feature 2")
     ax.set_title(f"features (CHES = {sim.params['ches']:g} at the reference)")
-    ax.legend()
+    ax.legend(handles, labels)
 
 
 def noisy_labels(sim):

@@ -8,7 +8,8 @@ DPO, cDPO, IPO and vanilla KTO at βh (the implicit-reward margin, h the log-rat
 at β(Δ - z) (the implicit reward above the reference point), the reward models at their gap
 r_c - r_r. On that axis DPO's -log σ(βh) and the pairwise loss -log σ(Δ) are the same curve.
 Every other entry keeps its own axis in its own panel, and a curve far larger than the others
-(IPO's linear pull) gets a panel of its own, so every panel has a linear, honest y scale.
+(IPO's linear pull) gets a panel of its own, drawn around its target u* = βh* = 1/2 (marked), so
+every panel has a linear, honest y scale.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import sympy as sp
 
 from ..cards.base import CardError, Derivation
 from ..registry import get
-from .core import COLORS, new_figure, sample_axis, zero_line
+from .core import COLORS, mark, new_figure, sample_axis, zero_line
 from .cut import along
 from .lessons import suptitle
 
@@ -55,10 +56,12 @@ REWARD_SCALE = {
     "vanilla-kto": lambda p: float(p["beta"]), "kto": lambda p: float(p["beta"]),
     "pairwise": lambda p: 1.0, "logexp": lambda p: 1.0,
 }
-REWARD_NAMES = {"dpo": "βh", "cdpo": "βh", "ipo": "βh", "vanilla-kto": "βh (Δ_r = 0)", "kto": "β(Δ - z), z = 0", "pairwise": "r_c - r_r",
-                "logexp": "r_c - r_r"}
+# the reward margin each entry is drawn at (mathtext: legends and titles are read as formulas)
+REWARD_NAMES = {"dpo": r"$\beta h$", "cdpo": r"$\beta h$", "ipo": r"$\beta h$", "vanilla-kto": r"$\beta h$ ($\Delta_r = 0$)",
+                "kto": r"$\beta(\Delta - z)$, $z = 0$", "pairwise": r"$r_c - r_r$", "logexp": r"$r_c - r_r$"}
+IPO_SPAN = 3.0  # IPO alone in its panel is drawn over its target ± this many nats of margin
 AXIS_LABELS = {
-    REWARD: "reward margin u (nats): βh for the DPO family, β(Δ - z) for KTO, r_c - r_r for reward models",
+    REWARD: r"reward margin $u$ (nats): $\beta h$ for the DPO family, $\beta(\Delta - z)$ for KTO, $r_c - r_r$ for reward models",
     "basics": "x", "gptlm": "logit $z_0$ ($z_1 = z_2 = 0$)", "kd": "student logit $z_0$ (teacher logits (1, 0, -1))",
     "ppo-policy": "log-ratio $\\log r$ (A = 1)", "ppo-value": "value error $v - R$", "prm": "logit difference $d = z_+ - z_-$",
 }
@@ -114,13 +117,25 @@ def compare(names: Sequence[str], what: str = "grad", x_range=None, **params):
     if x_range is not None and not x_range[0] < x_range[1]:
         raise CardError(f"--x-range needs LO < HI; got {x_range[0]:g} {x_range[1]:g}")
     curves = []  # (card, colour, axis, xs, ys)
+    owns = {}
     for i, card in enumerate(cards):
-        own = {k: v for k, v in params.items() if k in {p.name for p in card.params}}
+        own = owns[card.name] = {k: v for k, v in params.items() if k in {p.name for p in card.params}}
         axis = _axis_of(card.name)
         xs = sample_axis(*(x_range or DEFAULT_RANGES.get(axis) or _own_axis(card, own)[2]))
         loss, push = _curve(card, own, xs)
         curves.append((card, COLORS[i], axis, xs, loss if what == "loss" else push))
     panels = _panels(curves)
+    targets = {}  # IPO's target margin on the u axis, marked wherever IPO is drawn
+    for _, members in panels:
+        for j, (card, color, axis, xs, ys) in enumerate(members):
+            if card.name == "ipo" and axis == REWARD:
+                own = owns[card.name]
+                d = Derivation(card, card.resolve(own))
+                t = targets["ipo"] = float(d.fact("target").value) * REWARD_SCALE["ipo"](d.params)
+                if len(members) == 1 and x_range is None:  # its own panel: around its target, not the shared ±10
+                    xs = sample_axis(t - IPO_SPAN, t + IPO_SPAN)
+                    loss, push = _curve(card, own, xs)
+                    members[j] = (card, color, axis, xs, loss if what == "loss" else push)
     cols = min(len(panels), 3)
     rows = (len(panels) + cols - 1) // cols
     fig, axes = new_figure(rows, cols, width=6.0 if cols == 1 else 3.6, height=3.2)
@@ -133,21 +148,35 @@ def compare(names: Sequence[str], what: str = "grad", x_range=None, **params):
         present = {card.name for card, *_ in members}
         for card, color, _, xs, ys in members:
             own_name = _own_axis(card, {})[0]
-            name = REWARD_NAMES.get(card.name, own_name) if axis == REWARD else own_name
-            label = f"{card.name} (x = {name})"
+            label = f"{card.name} ($u$ = {REWARD_NAMES[card.name]})" if axis == REWARD else f"{card.name} (x = {own_name})"
             if card.name == "pairwise" and "dpo" in present and float(params.get("margin", 0.0)) == 0.0:
-                label += ": the dpo curve, -log σ(Δ) at Δ = βh"  # the lesson of this axis
+                # the lesson of this axis; the loss is quoted only where the loss is drawn
+                label += r": the dpo curve, $-\log\sigma(\Delta)$ at $\Delta = \beta h$" if what == "loss" else \
+                    r": the dpo curve ($\Delta = \beta h$)"
             (line,) = ax.plot(xs, ys, color=color, label=label, linestyle=_style(card.name))
             line.set_gid(f"{what}:{card.name}")
-        ax.set_xlabel(AXIS_LABELS.get(axis) or _own_axis(members[0][0], {})[1] if axis != REWARD else "reward margin u (nats)")
+            if card.name in targets and axis == REWARD:  # ℓ and its push are both 0 at IPO's target
+                mark(ax, targets[card.name], 0.0, f"target $u^*$ = β·1/(2β) = {targets[card.name]:.3g}",
+                     f"marker:{card.name}_target", color=color)
+        ax.set_xlabel(AXIS_LABELS.get(axis) or _own_axis(members[0][0], {})[1] if axis != REWARD else "reward margin $u$ (nats)")
         ax.set_ylabel("loss" if what == "loss" else "push = $-\\partial\\ell/\\partial u$\n(per nat of margin)" if axis == REWARD
                       else "push = $-\\partial\\ell/\\partial x$")
         ax.legend()
     shown = ", ".join(f"{k}={v}" for k, v in params.items())
     what_text = "loss" if what == "loss" else "push (minus the gradient)"
-    note = "; x: " + AXIS_LABELS[REWARD] if any(axis == REWARD for axis, _ in panels) else ""
+    note = _reward_note([c for c, *_ in curves if _axis_of(c.name) == REWARD])
     suptitle(fig, f"{what_text} of {', '.join(c.name for c in cards)}" + (f" ({shown})" if shown else " (defaults)") + note)
     return fig
+
+
+def _reward_note(cards) -> str:
+    """The title's reading of the u axis, naming only the entries on it: '; u = βh for dpo, ipo; r_c - r_r for pairwise'."""
+    if not cards:
+        return ""
+    by_margin: Dict[str, List[str]] = {}
+    for card in cards:
+        by_margin.setdefault(REWARD_NAMES[card.name].split(" (")[0].split(", ")[0], []).append(card.name)
+    return "; $u$ = " + "; ".join(f"{m} for {', '.join(ns)}" for m, ns in by_margin.items())
 
 
 def _style(name: str):

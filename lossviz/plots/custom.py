@@ -113,21 +113,22 @@ def prm(req: PlotRequest):
         legend = text
         if d.params["labels"] == "soft" and 0.0 < float(d.params["p"]) < 1.0:
             x = _fact(d, "optimum")
-            note = f"optimum d* = log(p/(1-p)) = {x:.2f}"
+            note = f"optimum $d^*$ = log(p/(1−p)) = {x:.2f}"
             legend = f"{text}: {note}" if len(req.param_sets) > 1 else text  # a sweep names each optimum in the legend
             mark(ax_loss, x, float(curve.loss(np.array([x]))[0]), None if len(req.param_sets) > 1 else note, f"marker:optimum:{i}", color=COLORS[i])
             mark(ax_grad, x, 0.0, "", f"marker:optimum_gradient:{i}", color=COLORS[i])
         _plot_curve(ax_loss, xs, curve.loss(xs), legend, f"loss:{text}", COLORS[i])
         _plot_curve(ax_grad, xs, curve.grad(xs), legend, f"grad:{text}", COLORS[i])
-    for p, style in ((1.0, ":"), (0.0, (0, (1, 3)))):  # the hard labels for reference, in grey
+    # the hard labels for reference, in grey: '+' dashed and dark, '−' dotted and light, told apart in legend and panel
+    for p, style, grey in ((1.0, (0, (5, 2)), "0.3"), (0.0, ":", "0.6")):
         given = {"labels": "hard", "p": p}
         text = _prm_case(given)
         if text in drawn:
             continue
         reference = card.resolve(given)
         curve = along(Derivation(card, reference), card.axis.x, card.axis.values(reference))
-        _plot_curve(ax_loss, xs, curve.loss(xs), f"{text}, for reference", f"loss:{text}", "0.5", linestyle=style, linewidth=1.2)
-        _plot_curve(ax_grad, xs, curve.grad(xs), f"{text}, for reference", f"grad:{text}", "0.5", linestyle=style, linewidth=1.2)
+        _plot_curve(ax_loss, xs, curve.loss(xs), f"{text}, for reference", f"loss:{text}", grey, linestyle=style, linewidth=1.4)
+        _plot_curve(ax_grad, xs, curve.grad(xs), f"{text}, for reference", f"grad:{text}", grey, linestyle=style, linewidth=1.4)
     for ax in (ax_loss, ax_grad):
         ax.set_xlabel(r"logit difference $d = z_+ - z_-$")
         ax.legend()

@@ -26,8 +26,9 @@ class Item:
 
 
 # the one figure that is not an entry's: the push of several entries on the reward-margin axis
-COMPARE = Item("compare_gradient_weight", "compare", "the push -∂ℓ/∂u of dpo, cdpo, ipo, kto and pairwise on one axis, the reward margin u "
-               "(βh, β(Δ - z), r_c - r_r): dpo and pairwise coincide; IPO's linear pull on its own scale",
+COMPARE = Item("compare_gradient_weight", "compare", "the push −∂ℓ/∂u (minus the gradient) of dpo, cdpo, ipo, kto and pairwise "
+               "on one axis, the reward margin u (βh, β(Δ − z), r_c − r_r): dpo and pairwise coincide; IPO in its own panel, "
+               "around its target u* = 1/2",
                params={"names": ["dpo", "cdpo", "ipo", "kto", "pairwise"]}, svg=True)
 DPI = 200  # 7.2 in wide figures: 1440 px
 
@@ -69,6 +70,8 @@ def _progress(done: int, total: int, label: str, stream):
 def gallery(out_dir="figures", fmt: str = "png", dpi: int = DPI, force: bool = False, stream=None) -> List[Path]:
     """Write every gallery figure and ``README.md`` into ``out_dir`` (created if missing); with PNG, the README's figures also as SVG."""
     stream = stream or sys.stderr
+    isatty = getattr(stream, "isatty", None)
+    show = bool(isatty and isatty())  # a \r bar only redraws on a terminal; in a log it is a line of carriage returns
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise PlotError(f"--out {str(out)!r} is not a directory")
@@ -81,13 +84,15 @@ def gallery(out_dir="figures", fmt: str = "png", dpi: int = DPI, force: bool = F
     written = []
     shown = items()
     for k, item in enumerate(shown):
-        _progress(k, len(shown), item.stem, stream)
+        if show:
+            _progress(k, len(shown), item.stem, stream)
         fig = build(item)
         written.append(save(fig, out / f"{item.stem}.{fmt}", fmt, dpi=dpi, force=force))
         if item.svg and fmt == "png":
             written.append(save(fig, out / f"{item.stem}.svg", "svg", force=force))
-    _progress(len(shown), len(shown), "done", stream)
-    stream.write("\n")
+    if show:
+        _progress(len(shown), len(shown), "done", stream)
+        stream.write("\n")
     lines = [README_MARK, "", "# lossviz gallery", "",
              f"Regenerate with `lossviz gallery` (deterministic: the same bytes every run). PNGs are written at {dpi} dpi; "
              "the figures the project README shows are also written as SVG.", "",

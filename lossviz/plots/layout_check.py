@@ -14,7 +14,9 @@ reported, one line each:
 - ``outside its axes``: a text placed in an axes (a label, an annotation) sticks out of it;
 - ``on curve``: a plotted line of an axes passes through one of its texts or its legend
   (only the part of the line drawn inside the axes counts; a line made of markers only
-  counts where a marker sits inside the box).
+  counts where a marker sits inside the box);
+- ``leader through text``: the leader line (arrow) of an annotation runs through another
+  text or legend box (its own text box does not count).
 
 Every visible ``Line2D`` counts as a plotted line, except lines whose gid starts with
 ``guide`` (give a reference line such as ``axhline(0)`` that gid when labels may cross it).
@@ -29,7 +31,7 @@ from typing import Iterable, List, Optional
 
 import numpy as np
 
-__all__ = ["collisions", "text_boxes", "text_extent", "line_hits", "renderer_of", "Box"]
+__all__ = ["collisions", "text_boxes", "text_extent", "line_hits", "leader", "segment_hits", "renderer_of", "Box"]
 
 
 @dataclass
@@ -164,8 +166,8 @@ def _segments_hit(xy: np.ndarray, x0, y0, x1, y1) -> bool:
     return bool(np.any(alive & (t0 <= t1)))
 
 
-def line_hits(ax, bbox, shrink: float = 1.0, skip: Iterable = ()) -> List[str]:
-    """The plotted lines of ``ax`` drawn through ``bbox`` (display pixels), as gid or label names."""
+def line_hits(ax, bbox, shrink: float = 1.0, skip: Iterable = (), guides: bool = False) -> List[str]:
+    """The plotted lines of ``ax`` drawn through ``bbox`` (display pixels), as gid or label names (``guides``: those too)."""
     clip = ax.get_window_extent()
     x0, y0 = max(bbox.x0, clip.x0) + shrink, max(bbox.y0, clip.y0) + shrink
     x1, y1 = min(bbox.x1, clip.x1) - shrink, min(bbox.y1, clip.y1) - shrink
@@ -174,7 +176,7 @@ def line_hits(ax, bbox, shrink: float = 1.0, skip: Iterable = ()) -> List[str]:
     skip = set(id(s) for s in skip)
     hits = []
     for line in ax.get_lines():
-        if not line.get_visible() or _is_guide(line) or id(line) in skip:
+        if not line.get_visible() or (_is_guide(line) and not guides) or id(line) in skip:
             continue
         x = np.asarray(line.get_xdata(orig=False), dtype=float)
         y = np.asarray(line.get_ydata(orig=False), dtype=float)
@@ -192,6 +194,32 @@ def line_hits(ax, bbox, shrink: float = 1.0, skip: Iterable = ()) -> List[str]:
         elif _segments_hit(xy, x0, y0, x1, y1):
             hits.append(str(name))
     return hits
+
+
+def leader(ann, renderer) -> Optional[np.ndarray]:
+    """The leader line of an annotation in display pixels, as a 2x2 array (text anchor, point); None without one.
+
+    Matplotlib draws the arrow from the centre of the text box (clipped at its edge) to the
+    annotated point, so the segment centre → point covers every pixel the arrow can take.
+    """
+    from matplotlib.text import Annotation, Text
+
+    patch = getattr(ann, "arrow_patch", None)
+    if not isinstance(ann, Annotation) or patch is None or not patch.get_visible() or not ann.get_visible():
+        return None
+    ann.update_positions(renderer)
+    box = Text.get_window_extent(ann, renderer)
+    start = ((box.x0 + box.x1) / 2, (box.y0 + box.y1) / 2)
+    end = ann._get_xy(renderer, ann.xy, ann.xycoords)  # the annotated point (Text._get_xy_display is the text's own)
+    return np.array([start, end], dtype=float)
+
+
+def segment_hits(seg: np.ndarray, bbox, shrink: float = 1.0) -> bool:
+    """Whether the segment ``seg`` (2x2, display pixels) meets ``bbox`` shrunk by ``shrink`` pixels on every side."""
+    x0, y0, x1, y1 = bbox.x0 + shrink, bbox.y0 + shrink, bbox.x1 - shrink, bbox.y1 - shrink
+    if x0 >= x1 or y0 >= y1:
+        return False
+    return _segments_hit(seg, x0, y0, x1, y1)
 
 
 def _overlap(a, b, tolerance: float) -> bool:
@@ -236,4 +264,14 @@ def collisions(fig, tolerance: float = 0.5, rc: Optional[dict] = None) -> List[s
         if box.axes is not None and box.kind in ("text", "legend"):
             for line in line_hits(box.axes, box.bbox):
                 problems.append(f"on curve: {box.name} is crossed by the line {line!r}")
+    with matplotlib.rc_context(STYLE if rc is None else rc):
+        for ax in fig.axes:
+            for k, ann in enumerate(ax.texts):
+                seg = leader(ann, renderer)
+                if seg is None:
+                    continue
+                name = f"{_axes_name(fig, ax)}: " + (f"text {_short(ann.get_text())}" if ann.get_text().strip() else f"arrow {k}")
+                for box in boxes:
+                    if box.artist is not ann and segment_hits(seg, box.bbox, shrink=tolerance):
+                        problems.append(f"leader through text: the leader line of {name} runs through {box.name}")
     return problems

@@ -18,10 +18,12 @@ Placement is deterministic: the same figure always gets the same positions.
 
 from __future__ import annotations
 
-import textwrap
+import re
 from typing import List, Optional
 
-from .layout_check import line_hits, renderer_of, text_boxes, text_extent
+import numpy as np
+
+from .layout_check import _is_guide, leader, line_hits, renderer_of, segment_hits, text_boxes, text_extent
 
 LEGEND_LOCS = ("upper right", "upper left", "lower left", "lower right", "center right", "center left", "upper center", "lower center")
 MEASURE_DPI = 200
@@ -70,7 +72,7 @@ def _point_candidates():
 def _vline_candidates(x):
     # beside the line at a height (axes fraction); farther out with a leader line when the line's sides are crowded
     for dx in (3, 24, 48):
-        for frac in (0.94, 0.06, 0.82, 0.18, 0.7, 0.3, 0.5):
+        for frac in (0.94, 0.82, 0.7, 0.5, 0.3, 0.18, 0.06):  # from the top down: the labels of one figure line up
             for side in (1, -1):
                 yield (x, frac), (side * dx, 0), "left" if side > 0 else "right", "center", dx > 3
 
@@ -113,8 +115,59 @@ def _cost(box, ax, others, canvas, renderer, skip=()) -> int:
     if box.x0 < inside.x0 + m or box.y0 < inside.y0 + m or box.x1 > inside.x1 - m or box.y1 > inside.y1 - m:
         cost += 50  # labels belong inside their axes; a free spot outside still beats a collision
     cost += 100 * sum(1 for o in others if _overlaps(box, o, pad=m))
-    cost += 100 * len(line_hits(ax, box, shrink=-m, skip=skip))
+    hits = line_hits(ax, box, shrink=-m, skip=skip)
+    cost += 100 * len(hits)
+    # a label may cross a guide (the zero line), but one beside it reads better
+    cost += 10 * (len(line_hits(ax, box, shrink=-m, skip=skip, guides=True)) - len(hits))
     return cost
+
+
+def _leader_cost(ann, box, ax, others, leaders, renderer) -> int:
+    """What the candidate's leader line (if drawn) costs: through a text box as much as an overlap, across a curve less.
+
+    Also a box placed on a leader already drawn costs like an overlap.
+    """
+    m = 2.0 * ax.figure.dpi / 100
+    cost = 100 * sum(1 for seg in leaders if segment_hits(seg, box, shrink=-m))
+    if not (ann.arrow_patch is not None and ann.arrow_patch.get_visible()):
+        return cost
+    seg = _candidate_leader(ann, box, renderer)
+    cost += 100 * sum(1 for o in others if segment_hits(seg, o, shrink=-m))
+    # a leader across a plotted line reads as part of it; the first few pixels by the point are on that line anyway
+    p, q = seg
+    length = float(np.hypot(*(q - p)))
+    if length > 8:
+        cost += 20 * _lines_crossed(ax, np.array([p, p + (q - p) * (length - 6) / length]))
+    return cost
+
+
+def _candidate_leader(ann, box, renderer) -> np.ndarray:
+    start = ((box.x0 + box.x1) / 2, (box.y0 + box.y1) / 2)
+    return np.array([start, ann._get_xy(renderer, ann.xy, ann.xycoords)], dtype=float)
+
+
+def _lines_crossed(ax, seg: np.ndarray) -> int:
+    """How many plotted (non-guide) lines of ``ax`` the segment crosses (display pixels)."""
+    (px, py), (qx, qy) = seg
+    count = 0
+    for line in ax.get_lines():
+        if not line.get_visible() or _is_guide(line) or line.get_linestyle() in ("None", "none", "", " "):
+            continue
+        xy = line.get_transform().transform(np.column_stack([np.asarray(line.get_xdata(orig=False), float),
+                                                             np.asarray(line.get_ydata(orig=False), float)]))
+        a, b = xy[:-1], xy[1:]
+        ok = np.all(np.isfinite(a), axis=1) & np.all(np.isfinite(b), axis=1)
+        a, b = a[ok], b[ok]
+        if len(a) == 0:
+            continue
+
+        def side(ox, oy, ux, uy, wx, wy):  # sign of the cross product (u - o) x (w - o)
+            return np.sign((ux - ox) * (wy - oy) - (uy - oy) * (wx - ox))
+
+        s1 = side(px, py, qx, qy, a[:, 0], a[:, 1]) * side(px, py, qx, qy, b[:, 0], b[:, 1])
+        s2 = side(a[:, 0], a[:, 1], b[:, 0], b[:, 1], px, py) * side(a[:, 0], a[:, 1], b[:, 0], b[:, 1], qx, qy)
+        count += bool(np.any((s1 < 0) & (s2 < 0)))
+    return count
 
 
 def _overlaps(a, b, pad: float = 1.0) -> bool:
@@ -126,6 +179,8 @@ def _place_labels(fig, renderer):
     if not movable:
         return
     fixed = [b.bbox for b in text_boxes(fig, renderer) if not getattr(b.artist, "lossviz_place", None)]
+    leaders = [seg for ax in fig.axes for t in ax.texts if not getattr(t, "lossviz_place", None)
+               for seg in [leader(t, renderer)] if seg is not None]
     canvas = fig.bbox
     for ann in movable:
         ax = ann.axes
@@ -135,7 +190,8 @@ def _place_labels(fig, renderer):
             ann.set_text(text)
             for candidate in _candidates(ann):
                 _apply(ann, candidate)
-                cost = _cost(text_extent(ann, renderer), ax, fixed, canvas, renderer)
+                box = text_extent(ann, renderer)
+                cost = _cost(box, ax, fixed, canvas, renderer) + _leader_cost(ann, box, ax, fixed, leaders, renderer)
                 if best_cost is None or cost < best_cost:
                     best, best_cost = (text, candidate), cost
                 if cost == 0:
@@ -145,7 +201,10 @@ def _place_labels(fig, renderer):
         ann.arrowprops = arrowprops
         ann.set_text(best[0])
         _apply(ann, best[1])
-        fixed.append(text_extent(ann, renderer))
+        box = text_extent(ann, renderer)
+        fixed.append(box)
+        if ann.arrow_patch is not None and ann.arrow_patch.get_visible():
+            leaders.append(_candidate_leader(ann, box, renderer))
 
 
 def _wordings(text: str):
@@ -168,7 +227,8 @@ def _legend_fits(ax, legend, renderer, fixed) -> bool:
     inside = ax.get_window_extent(renderer)
     if box.x0 < inside.x0 or box.y0 < inside.y0 or box.x1 > inside.x1 or box.y1 > inside.y1:
         return False
-    return not any(_overlaps(box, o, pad=m) for o in fixed) and not line_hits(ax, box, shrink=-m)
+    # a legend keeps a clear gap to the labels (a frame touching a label reads as one box)
+    return not any(_overlaps(box, o, pad=3 * m) for o in fixed) and not line_hits(ax, box, shrink=-m)
 
 
 def _place_legends(fig, renderer) -> List:
@@ -229,9 +289,28 @@ def _legend_below(fig, crowded):
 # ----------------------------------------------------------------------------- the whole pass
 
 
+def _shown_length(word: str) -> int:
+    """About how many characters ``word`` shows: a mathtext command (\\beta) is one glyph, $ { } _ ^ none."""
+    return len(re.sub(r"[${}_^]", "", re.sub(r"\\[A-Za-z]+", "x", word)))
+
+
 def wrap_title(fig, text: str) -> str:
-    """The figure title wrapped to the figure's width (about 11 characters per inch at 9.5 pt)."""
-    return "\n".join(textwrap.wrap(text, int(fig.get_figwidth() * 11)) or [text])
+    """The figure title wrapped to the figure's width (about 11 characters per inch at 9.5 pt), never inside $...$ math."""
+    width = int(fig.get_figwidth() * 11)
+    words, inside = [], False  # split at the spaces outside math
+    for part in re.split(r"( )", text):
+        if part == " " and not inside:
+            words.append("")
+            continue
+        words[-1:] = [(words[-1] if words else "") + part]
+        inside ^= part.count("$") % 2 == 1
+    lines: List[str] = []
+    for word in words:
+        if lines and _shown_length(lines[-1] + " " + word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return "\n".join(lines) or text
 
 
 def _layout(fig):
