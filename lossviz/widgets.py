@@ -762,6 +762,8 @@ class Explorer:
             else:
                 # general: the form with the parameters as symbols (true at every value) while a new value waits
                 shown = f"${self._latex_of('fact:' + f['name'], f['expr'], [] if general else f['depends'])}$"
+                # a long formula scrolls inside its own cell instead of widening the table past the output
+                shown = f"<div style='max-width:330px;overflow-x:auto;white-space:nowrap'>{shown}</div>"
             rows.append(f"<tr><td style='padding-right:8px'><code>{html.escape(f['name'])}</code></td>"
                         f"<td style='text-align:right;padding-right:8px;white-space:nowrap'>{shown}</td><td>{html.escape(f['doc'])}</td></tr>")
         if not rows:
