@@ -10,8 +10,9 @@ This module imports nothing heavy (the figure cache path stays free of sympy and
 from __future__ import annotations
 
 import contextvars
+import difflib
 from contextlib import contextmanager
-from typing import Optional
+from typing import List, Optional, Sequence
 
 _CLI = contextvars.ContextVar("lossviz_cli_spelling", default=False)
 
@@ -56,3 +57,12 @@ def cli_spelling():
         yield
     finally:
         _CLI.reset(token)
+
+
+def closest_first(word: str, choices: Sequence[str]) -> List[str]:
+    """``choices`` with the closest matches to ``word`` first, then the rest in order (for "valid: ..." lists)."""
+    choices = list(choices)
+    if not choices:  # difflib refuses n=0
+        return []
+    close = difflib.get_close_matches(word, choices, n=len(choices), cutoff=0.4)
+    return close + [c for c in choices if c not in close]

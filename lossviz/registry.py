@@ -19,7 +19,6 @@ running session).
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import pkgutil
 import re
@@ -29,7 +28,7 @@ from functools import lru_cache
 from typing import Dict, List, Mapping, Sequence, Tuple
 
 from .cards.base import Card, CardError, Derivation, Param
-from .errors import PluginError, PluginWarning
+from .errors import PluginError, PluginWarning, closest_first
 
 #: the families in teaching order (the order of the notebooks); a family not listed follows them
 FAMILIES = ("basics", "sft", "dpo", "kto", "ppo", "reward", "prm")
@@ -250,14 +249,6 @@ def problems() -> List[PluginError]:
 def origin(name: str) -> str:
     """``"built-in"``, or the plugin that provides the entry (``plugin 'x' (module:Class from dist 1.0)``)."""
     return _loaded().origin[get(name).name]
-
-
-def closest_first(word: str, choices: Sequence[str]) -> List[str]:
-    """``choices`` with the closest matches to ``word`` first, then the rest in order."""
-    if not choices:  # difflib refuses n=0
-        return []
-    close = difflib.get_close_matches(word, choices, n=len(choices), cutoff=0.4)
-    return close + [c for c in choices if c not in close]
 
 
 def get(name: str) -> Card:

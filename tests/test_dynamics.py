@@ -285,6 +285,19 @@ def test_cli_json_and_list(capsys, tmp_path):
     assert mine.read_text() == "keep me"
 
 
+def test_json_output_never_replaces_a_fifo_even_with_force(capsys, tmp_path):
+    """--format json goes through the same atomic writer as the figures: nothing but a regular file is replaced."""
+    import os
+    import stat
+
+    fifo = tmp_path / "pipe.json"
+    os.mkfifo(fifo)
+    assert main(["simulate", "likelihood-displacement", "--steps", "1", "--out", str(fifo), "--force"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "fifo" in err, err
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
 def test_figures_are_clean_and_deterministic(tmp_path):
     from lossviz.plots.core import save
     from lossviz.plots.layout_check import collisions

@@ -5,9 +5,7 @@ Kept light: parsing and listing import neither torch nor matplotlib.
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 
 FORMATS = ("png", "svg", "pdf", "json")
@@ -48,7 +46,7 @@ def _usage(message):
 
 def parse_params(item, tokens) -> dict:
     """``--beta 0.5 --label-smoothing=0.2`` -> ``{"beta": "0.5", "label_smoothing": "0.2"}`` (checked later)."""
-    from .declare import closest_first
+    from ..errors import closest_first
 
     flags = {p.flag: p for p in item.params}
     given, i = {}, 0
@@ -161,23 +159,7 @@ def _target(args, fmt, stem):
 
 
 def _write_text(path: Path, text: str, force: bool) -> Path:
-    """Atomic, and an existing file lossviz did not write is kept unless ``force``."""
-    from ..plots.core import written_by_lossviz
+    """Atomic, never over a device, fifo or link, and an existing file lossviz did not write is kept unless ``force``."""
+    from ..plots.core import write_atomically
 
-    if path.exists() and not force and not written_by_lossviz(path):
-        raise _usage(f"{str(path)!r} exists and was not written by lossviz; pass --force to replace it")
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600; a saved file gets the usual mode
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise _usage(f"cannot write {str(path)!r}: {exc.strerror or exc}") from None
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return write_atomically(path, lambda handle: handle.write(text.encode("utf-8")), force)

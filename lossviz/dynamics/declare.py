@@ -13,14 +13,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+from ..errors import closest_first
+
 
 class DynamicsError(ValueError):
     """A bad scenario name, loss, parameter or step count: one line for the user."""
-
-
-def closest_first(word: str, choices: Sequence[str]) -> List[str]:
-    close = difflib.get_close_matches(word, list(choices), n=len(choices), cutoff=0.4)
-    return close + [c for c in choices if c not in close]
 
 
 @dataclass(frozen=True)

@@ -177,13 +177,27 @@ def save(fig, path, fmt: str, dpi: int = 150, force: bool = False) -> Path:
     An existing regular file that lossviz did not write is kept unless ``force``; anything else
     (a directory, a device, a fifo, a symbolic link) is never replaced.
     """
-    import matplotlib
-
-    path = Path(path)
     if fmt not in FORMATS:
         raise PlotError(f"{arg('fmt', '--format')} must be one of {', '.join(FORMATS)}; got {fmt!r}")
     if isinstance(dpi, bool) or not isinstance(dpi, int) or not 10 <= dpi <= 1200:
         raise PlotError(f"{arg('dpi')} must be a whole number in [10, 1200]; got {dpi!r}")
+    import matplotlib
+
+    def draw(handle):
+        with matplotlib.rc_context(STYLE):
+            fig.savefig(handle, format=fmt, dpi=dpi, metadata=METADATA[fmt])
+
+    return write_atomically(path, draw, force)
+
+
+def write_atomically(path, write, force: bool = False) -> Path:
+    """Call ``write(handle)`` on a temporary file beside ``path``, then rename it into place.
+
+    A crash never leaves a half-written file. An existing regular file that lossviz did not write
+    is kept unless ``force``; anything else (a directory, a device, a fifo, a symbolic link) is
+    never replaced, ``force`` or not.
+    """
+    path = Path(path)
     _refuse_special(path, arg("path", "--out"))
     if path.exists() and not force and not written_by_lossviz(path):
         raise PlotError(f"{str(path)!r} exists and was not written by lossviz; pass {'--force' if in_cli() else 'force=True'} to replace it")
@@ -192,9 +206,9 @@ def save(fig, path, fmt: str, dpi: int = 150, force: bool = False) -> Path:
     except OSError as exc:
         raise PlotError(f"cannot write {arg('path', '--out')} {str(path)!r}: cannot create a file in {str(path.parent)!r} ({exc.strerror or exc})") from None
     try:
-        with os.fdopen(fd, "wb") as handle, matplotlib.rc_context(STYLE):
-            fig.savefig(handle, format=fmt, dpi=dpi, metadata=METADATA[fmt])
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a saved figure gets the usual mode
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a saved file gets the usual mode
         _refuse_special(path, arg("path", "--out"))  # again just before the swap: something may have appeared meanwhile
         os.replace(tmp, path)
     except OSError as exc:
