@@ -31,7 +31,7 @@ from .cards.base import Card, CardError, Derivation, Param
 from .errors import PluginError, PluginWarning, closest_first
 
 #: the families in teaching order (the order of the notebooks); a family not listed follows them
-FAMILIES = ("basics", "sft", "dpo", "kto", "ppo", "reward", "prm")
+FAMILIES = ("basics", "sft", "dpo", "reference-free", "kto", "ppo", "grpo", "kl", "reward", "prm")
 #: the options of `lossviz derive`, `plot` and `compare`: a card parameter may not take one of these
 #: flags, nor a prefix of one (argparse would read ``--d`` as an abbreviation of ``--dpi``)
 CLI_FLAGS = ("--help", "--format", "--defaults", "--sweep", "--no-cache", "--out", "--dpi", "--x-range", "--force", "--what")
