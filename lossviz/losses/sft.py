@@ -43,7 +43,7 @@ from torch import nn
 
 from typing import Optional
 
-from ._checks import IGNORE_INDEX, check_class_labels, check_tensor, compute_dtype
+from ._checks import IGNORE_INDEX, check_class_labels, check_real, check_tensor, compute_dtype
 from .chunked import ChunkedCrossEntropy, ChunkedDistillation, check_chunk_size, shifted_targets
 
 
@@ -87,15 +87,32 @@ class GPTLMLoss(nn.Module):
 
 
 class KDLoss(nn.Module):
-    """Knowledge distillation: cross-entropy of the student to the teacher's soft labels.
+    r"""Knowledge distillation: cross-entropy of the student to the teacher's soft labels.
 
     ``chunk_size=N`` (keyword-only): chunked, with a hand-written backward (see :class:`GPTLMLoss`).
+
+    ``temperature=τ`` (keyword-only; Hinton et al. 2015, §2, docs/references.md#hinton2015) softens both distributions,
+    :math:`q^\tau = \operatorname{softmax}(z^T/\tau)`, :math:`p^\tau = \operatorname{softmax}(z/\tau)`,
+    and multiplies by :math:`\tau^2`:
+
+    .. math::
+
+        \mathcal{L}_\tau = -\frac{\tau^2}{|\mathcal{T}|}\sum_{t\in\mathcal{T}}\sum_k q^\tau_{t,k}\log p^\tau_{t,k},
+        \qquad
+        \frac{\partial \mathcal{L}_\tau}{\partial z_{t,k}} = \frac{\tau\,(p^\tau_{t,k} - q^\tau_{t,k})}{|\mathcal{T}|},
+
+    Without the factor the gradient would be :math:`(p^\tau - q^\tau)/(\tau|\mathcal{T}|)`, which
+    for large τ and zero-mean logits shrinks as :math:`1/\tau^2` (Hinton et al., §2); the
+    :math:`\tau^2` keeps its scale comparable across temperatures. ``temperature=1.0`` (the default) is v0.5.3 exactly. With
+    ``chunk_size`` and τ ≠ 1 the logits are divided by τ before chunking (one extra
+    ``[tokens, vocab]`` tensor).
     """
 
-    def __init__(self, *, chunk_size: Optional[int] = None) -> None:
+    def __init__(self, *, chunk_size: Optional[int] = None, temperature: float = 1.0) -> None:
         super().__init__()
         self.IGNORE_INDEX = IGNORE_INDEX
         self.chunk_size = check_chunk_size(chunk_size)
+        self.temperature = check_real("temperature", temperature, low=0.0, low_open=True)
 
     def forward(self, logits: torch.Tensor, teacher_logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         _check_logits_and_labels(logits, label, "label")
@@ -105,6 +122,12 @@ class KDLoss(nn.Module):
                 f"teacher_logits must have the shape of logits {tuple(logits.shape)}, "
                 f"got {tuple(teacher_logits.shape)}"
             )
+        if self.temperature != 1.0:
+            tau = self.temperature
+            return tau * tau * self._kd(logits / tau, teacher_logits / tau, label)
+        return self._kd(logits, teacher_logits, label)
+
+    def _kd(self, logits: torch.Tensor, teacher_logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         if self.chunk_size:
             vocab = logits.shape[-1]
             keep = (label != self.IGNORE_INDEX).reshape(-1)
