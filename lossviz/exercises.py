@@ -204,3 +204,158 @@ exercise("prm-3", _steps_kept, what="the steps PRMLoss would train on with the u
          hint="the placeholder's id is the id of \"ки\" encoded alone; count it in the encodings of the lines", tolerance=0)
 exercise("prm-4", lambda: _steps_kept(special_tokens=["ки"]), what="the steps kept with the placeholder protected",
          hint="count the placeholder's id in the protected tokenizer's encodings", tolerance=0)
+
+# --- 10 the preference zoo ------------------------------------------------------------------------------
+
+
+def _zoo_simulated(loss, **params):
+    from .dynamics.engine import simulate
+
+    return float(simulate("deterministic-preferences", losses=loss, progress=False, **params)[loss]["margin"][-1])
+
+
+def _zoo_displacement_alpha(beta: float, ches: float) -> float:
+    """RPO's first step at the uniform reference raises log π(y_c) iff β/2 + α > (β/2)(1 + ches)."""
+    return beta * ches / 2
+
+
+exercise("zoo-1", lambda: 1 / (2 * 1.4), what="SPPO's chosen log-ratio ρ_c at β = 1.4",
+         hint="SPPO regresses ρ_c on 1/(2β) and ρ_r on −1/(2β); a tabular policy can reach it while π(y_c) ≤ 1", tolerance=1e-4)
+exercise("zoo-2", lambda: math.log(2) / 3, what="NCA's resting ρ_c at β = 3",
+         hint="the slope of −log σ(x) − ½ log σ(−x) is −σ(−x) + ½σ(x); it is 0 where σ(x) = 2/3, x = βρ_c", tolerance=1e-4)
+exercise("zoo-3", lambda: _zoo_simulated("discopop", beta=0.25), what="DiscoPOP's resting margin h at β = 0.25",
+         hint="read z* = βh from the β = 0.5 run (h times 0.5), then h = z*/β at β = 0.25", tolerance=2e-3)
+exercise("zoo-4", lambda: 0.5 * 0.2 / (1 - 2 * 0.2), what="the floor of rDPO's push at β = 0.5, ε = 0.2",
+         hint="the push is β[(1−ε)σ(−βh) + εσ(βh)]/(1−2ε); let βh → ∞", tolerance=1e-6)
+exercise("zoo-5", lambda: math.log(3) / 0.5, what="DPO's final margin with a quarter of the labels flipped (β = 0.5)",
+         hint="the batch mean is ¾·(−log σ(βh)) + ¼·(−log σ(−βh)); its slope vanishes where σ(βh) = ¾", tolerance=1e-4)
+exercise("zoo-6", lambda: _zoo_displacement_alpha(0.5, 1.3), what="the smallest α for which RPO's first step raises log π(y_c)",
+         hint="Δ log π(y_c) ∝ w·‖φ_c‖² − w_r·φ_r·φ_c = (β/2 + α) − (β/2)(1 + CHES) at the uniform start", tolerance=1e-6)
+exercise("zoo-7", lambda: 20 / (5 + 10 + 20), what="the 20-token pair's share of DPO's first push",
+         hint="at h = 0 every chosen token of every pair gets the same push β σ(0)/N; a pair of L tokens gets L of them", tolerance=1e-6)
+
+# --- 11 distillation -----------------------------------------------------------------------------------------
+
+_P, _Q = (0.7, 0.2, 0.1), (0.4, 0.4, 0.2)  # teacher p, student q
+
+
+def _kl(a, b) -> float:
+    return sum(x * math.log(x / y) for x, y in zip(a, b))
+
+
+def _jsd(beta: float) -> float:
+    m = [beta * p + (1 - beta) * q for p, q in zip(_P, _Q)]
+    return beta * _kl(_P, m) + (1 - beta) * _kl(_Q, m)
+
+
+def _other_mode_reverse_kl() -> float:
+    """The reverse KL of notebook 11's teacher for a student equal to its first mode, from the production GKDLoss."""
+    import torch
+
+    from .losses import GKDLoss
+
+    v = torch.arange(21, dtype=torch.float64)
+    teacher = torch.logaddexp(-(v - 5) ** 2 / 2, -(v - 15) ** 2 / 2 + math.log(0.8)).reshape(1, 1, -1)
+    student = (-(v - 5) ** 2 / 2).reshape(1, 1, -1)
+    return float(GKDLoss(beta=1.0)(student, teacher, torch.zeros(1, 1, dtype=torch.long)))
+
+
+exercise("gkd-1", _other_mode_reverse_kl, what="the reverse KL of a student on the mode at token 5",
+         hint="on one mode the student copies that mode's component q; the teacher there is q/(1 + 0.8) (the other mode is negligible)",
+         tolerance=1e-4)
+exercise("gkd-2", lambda: _kl(_P, _Q), what="the forward KL(p‖q)", hint="Σ p log(p/q) over the three tokens", tolerance=1e-6)
+exercise("gkd-3", lambda: _kl(_Q, _P), what="the reverse KL(q‖p)", hint="Σ q log(q/p) over the three tokens", tolerance=1e-6)
+exercise("gkd-4", lambda: _jsd(0.5), what="the JSD at β = 0.5",
+         hint="m = (p + q)/2; ½KL(p‖m) + ½KL(q‖m)", tolerance=1e-6)
+def _temperature_ratio(tau: float = 3.0) -> float:
+    """|∂KDLoss/∂z| / |∂GKDLoss(β=0)/∂z| at temperature τ on notebook 11's input, from the production classes."""
+    import torch
+
+    from .losses import GKDLoss, KDLoss
+
+    z = torch.tensor([[[2.0, 1.0, 0.0, -1.0]]], dtype=torch.float64)
+    t = torch.tensor([[[0.0, 2.0, 1.0, -2.0]]], dtype=torch.float64)
+    sizes = []
+    for module in (KDLoss(temperature=tau), GKDLoss(beta=0.0, temperature=tau)):
+        zz = z.clone().requires_grad_(True)
+        module(zz, t, torch.zeros(1, 1, dtype=torch.long)).backward()
+        sizes.append(float(zz.grad.norm()))
+    return sizes[0] / sizes[1]
+
+
+exercise("gkd-5", _temperature_ratio, what="KDLoss's gradient over GKDLoss's at τ = 3",
+         hint="both gradients are proportional to p_S^τ − p_T^τ; KDLoss carries the extra factor τ²", tolerance=1e-6)
+
+# --- 08 GRPO family (notebooks/grpo_family.py) -------------------------------------------------------
+
+
+def _sapo_push(ratio: float, tau: float = 1.0) -> float:
+    """−∂ℓ/∂log π of SAPO's token loss −f(r)·A at A = 1: r·f′(r), f(r) = (4/τ)·σ(τ(r − 1)), so r·4·σ(x)σ(−x), x = τ(r − 1)."""
+    x = tau * (ratio - 1.0)
+    s = 1.0 / (1.0 + math.exp(-x))
+    return ratio * 4.0 * s * (1.0 - s)
+
+
+def _grpo_advantage(rewards, i: int, eps: float = 1e-6) -> float:
+    """(R_i − mean)/(sample std + ε) of one group."""
+    mean = sum(rewards) / len(rewards)
+    std = math.sqrt(sum((r - mean) ** 2 for r in rewards) / (len(rewards) - 1))
+    return (rewards[i] - mean) / (std + eps)
+
+
+def _length_bias_push(method: str, mode: str) -> float:
+    from .dynamics.engine import simulate
+
+    return simulate("length-bias", losses=f"{method}/{mode}", steps=1, progress=False).extra["exact_table"][(method, mode)]
+
+
+exercise("grpo-1", lambda: (1 / (2 * 20)) / (1 / (2 * 60)), tolerance=1e-9,
+         what="the per-token weight of the correct answer over that of the wrong one under seq-mean-token-mean",
+         hint="each token of answer i weighs 1/(B·L_i) with B = 2; divide the two weights")
+exercise("grpo-2", lambda: 1 / (2 * 60), tolerance=1e-6,
+         what="the per-token weight under seq-mean-token-sum-norm (padded length 60)",
+         hint="Dr. GRPO divides every token by B·T, the same constant for every answer: B = 2, T = 60")
+exercise("grpo-3", lambda: _grpo_advantage((1.0, 0.0, 0.0, 0.0, 1.0, 0.0), 0), tolerance=1e-6,
+         what="the GRPO advantage of the first answer of the group (1, 0, 0, 0, 1, 0)",
+         hint="(R − mean)/(std + 1e-6) with the sample std (divisor G − 1), or group_advantages(rewards, 6)")
+exercise("grpo-4", lambda: _sapo_push(1.5), tolerance=1e-6,
+         what="the push −∂ℓ/∂log π of SAPO (τ = 1) on a token with A = +1 at r = 1.5",
+         hint="the loss is −f(r)·A with f(r) = 4σ(r − 1); ∂r/∂log π = r, so the push is r·f′(r) = r·4σ(x)σ(−x), x = r − 1")
+exercise("grpo-5", lambda: _length_bias_push("dr_grpo", "seq-mean-token-mean"), tolerance=1e-6,
+         what="the exact expected push on the wrong answers' length with Dr. GRPO advantages under seq-mean-token-mean",
+         hint="simulate(\"length-bias\", ...).extra[\"exact_table\"] holds it for every (estimator, mode) at the start")
+
+# --- 09 KL estimators (notebooks/kl_estimators.py) ---------------------------------------------------
+
+
+def _kl_grad_theta0(kind: str) -> float:
+    """∂/∂θ_0 of KL for π = (0.6, 0.4), π_ref = (0.8, 0.2): reverse π_0·(log(π_0/q_0) − KL(π‖q)), forward π_0 − q_0."""
+    p, q = (0.6, 0.4), (0.8, 0.2)
+    if kind == "forward":
+        return p[0] - q[0]
+    kl = sum(pi * math.log(pi / qi) for pi, qi in zip(p, q))
+    return p[0] * (math.log(p[0] / q[0]) - kl)
+
+
+def _forward_optimum(beta: float, q_star: float = 0.1) -> float:
+    """π(y*) of argmax π(y*) − β·KL(π_ref‖π) for a reward 1 on y*: π(y*) = βq*/(μ − 1), μ² − (1 + β)μ + β(1 − q*) = 0."""
+    mu = ((1 + beta) + math.sqrt((1 + beta) ** 2 - 4 * beta * (1 - q_star))) / 2
+    return beta * q_star / (mu - 1)
+
+
+exercise("kl-1", lambda: math.exp(1.0) - 1.0 - 1.0, tolerance=1e-6, what="the value of k3 at d = −1",
+         hint="k3 = e^{−d} − 1 + d")
+exercise("kl-2", lambda: _kl_grad_theta0("forward"), tolerance=1e-6,
+         what="the expected gradient of a k3 loss term on θ_0 for π = (0.6, 0.4), π_ref = (0.8, 0.2)",
+         hint="k3's expected gradient is ∇KL(π_ref‖π), and ∂KL(π_ref‖π)/∂θ_j = π_j − π_ref(j) for a softmax")
+exercise("kl-3", lambda: _kl_grad_theta0("reverse"), tolerance=1e-6,
+         what="the expected gradient of a k2 loss term on θ_0 for the same π and π_ref",
+         hint="k2's expected gradient is ∇KL(π‖π_ref): ∂/∂θ_j = π_j·(log(π_j/π_ref(j)) − KL(π‖π_ref))")
+exercise("kl-4", 0.0, tolerance=1e-9, what="the expected gradient of a k1 loss term on any logit",
+         hint="E_π[∇ log π] = Σ_y ∇π(y) = ∇ Σ_y π(y) = ∇1")
+exercise("kl-5", lambda: 0.1 * math.e / (0.1 * math.e + 0.9), tolerance=1e-6,
+         what="π(y*) where a k2 loss term stops at β = 1",
+         hint="k2 is the reverse KL: the optimum is π_ref·e^{r/β}/Z with π_ref(y*) = 0.1 and r = 1 on y* only")
+exercise("kl-6", lambda: _forward_optimum(1.0), tolerance=1e-6,
+         what="π(y*) where a k3 loss term stops at β = 1",
+         hint="stationarity of π(y*) − β·KL(π_ref‖π): r_y + β·π_ref(y)/π(y) = μ; solve Σ_y π(y) = 1 for μ")

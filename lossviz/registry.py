@@ -4,8 +4,9 @@ It is discovered, never written by hand:
 
 - **built-in cards**: every :class:`~lossviz.cards.base.Card` subclass that sets its own ``name``
   in a module of the package ``lossviz.cards``. They come in teaching order: by family in the
-  order of :data:`FAMILIES` (a family not listed there follows, alphabetically), then by module
-  name, then in the order the classes are written in their module;
+  order of :data:`FAMILIES` (a family not listed there follows, alphabetically), then by the
+  card's ``order`` (an int, default 0, lower first), then by module name, then in the order the
+  classes are written in their module;
 - **plugin cards**: each entry point of the group ``lossviz.cards`` (see :mod:`lossviz.plugins`)
   names a ``Card`` subclass in another distribution. They follow the built-in entries.
 
@@ -76,6 +77,8 @@ def check_card_class(cls) -> None:
         value = getattr(cls, attribute)
         if not isinstance(value, str) or not value.strip() or "\n" in value:
             raise CardError(f"{name}: {attribute} must be a one-line, non-empty string; got {value!r}")
+    if not isinstance(cls.order, int) or isinstance(cls.order, bool):
+        raise CardError(f"{name}: order must be an int (the rank inside the family, lower first); got {cls.order!r}")
     if not isinstance(cls.aliases, (tuple, list)) or not all(isinstance(a, str) and a.strip() for a in cls.aliases):
         raise CardError(f"{name}: aliases must be a tuple of non-empty strings; got {cls.aliases!r}")
     if cls.production is not None and not (isinstance(cls.production, str) and _PRODUCTION.fullmatch(cls.production)):
@@ -131,7 +134,8 @@ def _check_figure_declaration(cls) -> None:
 
 # --- discovery ----------------------------------------------------------------------------------------
 def builtin_classes() -> List[type]:
-    """Every card class of the package ``lossviz.cards``, in teaching order (see the module docstring)."""
+    """Every card class of the package ``lossviz.cards``, in teaching order (see the module docstring):
+    family, then ``order``, then module name, then position in the module."""
     from . import cards as package
 
     found = []
@@ -139,7 +143,7 @@ def builtin_classes() -> List[type]:
         module = importlib.import_module(f"{package.__name__}.{info.name}")
         for position, obj in enumerate(vars(module).values()):  # a module's dict keeps definition order
             if isinstance(obj, type) and issubclass(obj, Card) and obj.__module__ == module.__name__ and vars(obj).get("name"):
-                found.append(((_family_rank(obj.family), obj.family, info.name, position), obj))
+                found.append(((_family_rank(obj.family), obj.family, obj.order, info.name, position), obj))
     return [cls for _, cls in sorted(found, key=lambda pair: pair[0])]
 
 

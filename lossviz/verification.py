@@ -64,6 +64,17 @@ _DRAWS = {
     "dual_clip": ("uniform", 1.1, 2.0, 0.5),  # log c within the sampled log-ratios, so the dual clip binds
     "log_ratio_max": ("uniform", 0.2, 1.5, 0.5),  # where the sampled log-ratios lie, so the clamp is reached
     "margin": ("uniform", -2.0, 2.0, 0.0),
+    "gamma": ("uniform", 0.0, 2.0, 0.0),  # SimPO's target reward margin
+    "alpha": ("uniform", 0.0, 2.0, 0.0),  # CPO's NLL weight
+    "nll_loss_coef": ("uniform", 0.0, 2.0, 0.0),  # RPO's NLL weight
+    # below and above (1 - log 2)/3, where DiscoPOP stops rising through βh = 0; below 0.04 bfloat16 misses its tolerance
+    # (near βh = 0 the gradient is a difference of terms of size β/(4τ), rounded at 2^-8)
+    "discopop_tau": ("log", 0.04, 0.5, 0.0),
+    "temperature": ("log", 0.5, 4.0, 0.0),  # distillation temperature
+    "tau_pos": ("log", 0.2, 5.0, 0.0),  # SAPO's gate temperatures
+    "tau_neg": ("log", 0.2, 5.0, 0.0),
+    "loss_scale_factor": ("uniform", 1.0, 10.0, 0.5),  # the Dr. GRPO constant (off: the padded length)
+    "eps": ("log", 1e-8, 1e-2, 0.0),  # the ε added to a group's reward std (GRPO advantages)
 }
 # Upper ends of the draws in float32 and bfloat16, where rounding alone would exceed the tolerance:
 # the rounding of a log-ratio (relative 2^-24 or 2^-8 of log-probs of size ~5) moves βΔ by β times as
@@ -312,6 +323,8 @@ def _float64_checks(card, spec, device, rng) -> tuple:
     module = spec.make_module(device)
     tensors = _to_torch(spec, torch.float64, device)
     free = [k for k in spec.grad_args if k not in _detached_args(card, spec)]
+    if not free:  # every input is also read through a detached copy (straight-through k1+/k3+): nothing to difference
+        return 0.0, True
     loss = _run(module, tensors)
     grads = torch.autograd.grad(loss, [tensors[k] for k in free], allow_unused=True)
     directions = [torch.tensor(rng.normal(size=tuple(tensors[k].shape)), dtype=torch.float64, device=device) for k in free]

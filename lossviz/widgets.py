@@ -24,6 +24,7 @@ import html
 import io
 import math
 import string
+import sys
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -101,8 +102,9 @@ class Declared:
 def _knob_default(card: Card, knob, cut: Mapping[str, sp.Expr]) -> float:
     """A Hold starts at the axis's value of its variable (or its own default); a Point at its default."""
     if isinstance(knob, Hold):
+        # a Hold of several variables may name some that only other cases have (kl-estimators' detached copies of k1+/k3+)
         missing = [v for v in knob.held if v not in cut]
-        if missing:
+        if len(missing) == len(knob.held):
             raise CardError(f"{card.name}: the control {knob.name!r} holds {missing[0]!r}, which is not on the axis; variables: {', '.join(cut)}")
     if isinstance(knob, Hold) and knob.default is None:
         value = cut.get(knob.held[0])
@@ -241,6 +243,8 @@ class _Lowered:
         cut = dict(spec.cut)
         for hold in declared.holds:
             for variable in hold.held:
+                if variable not in cut and variable not in d.symbols and any(v in cut for v in hold.held):
+                    continue  # a copy only other cases have (kl-estimators' detached copies of k1+/k3+)
                 if variable not in cut:
                     raise CardError(f"{card.name}: the control {hold.name!r} holds {variable!r}, which is not on the axis; "
                                     f"variables: {', '.join(cut)}")
@@ -309,6 +313,12 @@ class _Lowered:
             self.shown_loss = surrogate(d.p, clamp=False)
             self.guard_note = (f"printed without the overflow guard: the loss clamps log π − log π_old at "
                                f"¾·log(float64 max) = {FLOAT64_LOG_RATIO_MAX:.1f}, beyond every ratio shown")
+        else:  # the same guard in the other cards that carry it (GRPO family, k3): every branch it guards is dropped
+            stripped = strip_overflow_guard(d.loss)
+            if stripped != d.loss:
+                self.shown_loss = stripped
+                self.guard_note = (f"printed without the overflow guard: the loss clamps its log-ratio at "
+                                   f"±¾·log(float64 max) = ±{FLOAT64_GUARD:.1f}, beyond every ratio shown")
         self.shown_gradient = {v: _tidy(sp.diff(self.shown_loss, d.symbols[v])) if self.shown_loss is not d.loss else d.gradient[v]
                                for v in self.gradient_variables}
 
@@ -397,6 +407,35 @@ def _all_symbols(d: Derivation):
     for fact in d.facts:
         symbols |= getattr(fact.value, "free_symbols", set())
     return symbols
+
+
+#: the production's float64 clamp of a log-ratio, ¾·log(finfo(float64).max) (lossviz.losses.log_ratio_limit)
+FLOAT64_GUARD = 0.75 * math.log(sys.float_info.max)
+
+
+def _is_guard(condition) -> bool:
+    """A Piecewise condition that tests a log-ratio against ±FLOAT64_GUARD (the overflow clamp, not a lesson's clip)."""
+    numbers = getattr(condition, "atoms", lambda *_: ())(sp.Float)
+    return any(math.isclose(abs(float(n)), FLOAT64_GUARD, rel_tol=1e-9) for n in numbers)
+
+
+def strip_overflow_guard(expr: sp.Basic) -> sp.Basic:
+    """``expr`` with every Piecewise branch guarded by the float64 log-ratio clamp removed.
+
+    The production clamps log-ratios at ¾·log(float64 max) ≈ 532.3 before ``exp`` (a constant beyond it, zero
+    gradient); the cards carry that branch so that their loss equals the production everywhere, but it lies far
+    beyond any ratio an explorer shows, so the formula printed to the learner leaves it out (with a note)."""
+    def strip(pw):
+        kept = [(e, c) for e, c in pw.args if not _is_guard(c)]
+        if len(kept) == len(pw.args):
+            return pw
+        if len(kept) == 1 and kept[0][1] == sp.true:
+            return kept[0][0]
+        return sp.Piecewise(*kept)
+
+    if not isinstance(expr, sp.Basic) or not expr.has(sp.Piecewise):
+        return expr
+    return expr.replace(lambda e: isinstance(e, sp.Piecewise) and any(_is_guard(c) for _, c in e.args), strip)
 
 
 # built structures, shared by every explorer of the same card: a second explorer (or a re-run cell) costs no sympy
@@ -764,7 +803,9 @@ class Explorer:
                 shown = f"${self._latex_of('fact:' + f['name'], f['expr'], [] if general else f['depends'])}$"
                 # a long formula scrolls inside its own cell instead of widening the table past the output
                 shown = f"<div style='max-width:330px;overflow-x:auto;white-space:nowrap'>{shown}</div>"
-            rows.append(f"<tr><td style='padding-right:8px'><code>{html.escape(f['name'])}</code></td>"
+            # a long fact name may wrap anywhere (overflow-wrap: anywhere counts in the table's minimum width), never
+            # widening the table past the output
+            rows.append(f"<tr><td style='padding-right:8px;overflow-wrap:anywhere'><code>{html.escape(f['name'])}</code></td>"
                         f"<td style='text-align:right;padding-right:8px;white-space:nowrap'>{shown}</td><td>{html.escape(f['doc'])}</td></tr>")
         if not rows:
             return "<i>no facts for this entry</i>"

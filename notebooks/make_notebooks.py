@@ -737,6 +737,28 @@ if _DYNAMICS is not None:
     NOTEBOOKS["07_training_dynamics"] = _DYNAMICS
 
 
+def _cells_of(module_name: str):
+    """The cells of a notebook whose ``cells()`` live in notebooks/<module_name>.py (None while it is absent)."""
+    path = HERE / f"{module_name}.py"
+    if not path.exists():
+        return None
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.cells()
+
+
+for _name, _module in (("10_preference_zoo", "preference_zoo"), ("11_distillation", "distillation")):
+    _cells = _cells_of(_module)
+    if _cells is not None:
+        NOTEBOOKS[_name] = _cells
+
+for _name, _module in (("08_grpo_family", "grpo_family"), ("09_kl_estimators", "kl_estimators")):
+    _cells = _cells_of(_module)
+    if _cells is not None:
+        NOTEBOOKS[_name] = _cells
+
+
 def main():
     for name, cells in NOTEBOOKS.items():
         for k, cell in enumerate(cells):  # nbformat draws random ids: derive them, so regenerating changes nothing

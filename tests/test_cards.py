@@ -38,7 +38,11 @@ IDS = [c[0] for c in CASES]
 
 
 def test_registry_has_every_required_entry():
-    required = {"basics", "gptlm", "kd", "dpo", "cdpo", "ipo", "kto", "vanilla-kto", "ppo-policy", "ppo-value", "pairwise", "logexp", "prm"}
+    required = {"basics", "gptlm", "kd", "dpo", "cdpo", "ipo", "kto", "vanilla-kto", "ppo-policy", "ppo-value", "pairwise", "logexp", "prm",
+                # the GRPO family and KL estimators, the preference and distillation zoo
+                "grpo", "dapo", "dr-grpo", "gspo", "cispo", "sapo", "gmpo", "gpg", "kl-estimators", "group-advantages",
+                "dpo-robust", "dpo-hinge", "dpo-exo", "dpo-nca", "dpo-bco", "dpo-sppo", "dpo-apo-zero", "dpo-apo-down",
+                "dpo-discopop", "dpo-ln", "rpo", "simpo", "cpo", "orpo", "kto-apo-zero", "gkd"}
     assert required <= {c.name for c in cards()}
     assert get("vanilla_kto").name == "vanilla-kto" and get("DPOLoss").name == "dpo" and get("PolicyLoss").name == "ppo-policy"
 

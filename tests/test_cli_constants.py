@@ -28,8 +28,22 @@ CONSTANTS = {
     "pairwise": set(),  # both rewards come from the model being trained
     "logexp": set(),
     "prm": set(),
+    **{name: REFERENCE for name in ("dpo-robust", "dpo-hinge", "dpo-exo", "dpo-nca", "dpo-bco", "dpo-sppo", "dpo-apo-zero",
+                                    "dpo-apo-down", "dpo-discopop", "dpo-ln", "rpo", "kto-apo-zero")},
+    "simpo": set(), "cpo": set(), "orpo": set(),  # reference-free: every input comes from the model being trained
+    "gkd": {"teacher_logits_0", "teacher_logits_1", "teacher_logits_2"},
+    # the rollout's old policy and the advantage estimates; a frozen reference; rewards from a reward function
+    "grpo": {"old_log_probs_0_0", "old_log_probs_1_0", "old_log_probs_1_1", "advantages_0", "advantages_1"},
+    "dr-grpo": {"old_log_probs_0_0", "old_log_probs_1_0", "old_log_probs_1_1", "advantages_0", "advantages_1"},
+    "gspo": {"old_log_probs_0", "old_log_probs_1", "old_log_probs_2", "advantages"},
+    "gmpo": {"old_log_probs_0", "old_log_probs_1", "old_log_probs_2", "advantages"},
+    "dapo": {"old_log_probs", "advantages"}, "gpg": {"old_log_probs", "advantages"}, "sapo": {"old_log_probs", "advantages"},
+    "cispo": {"advantages"},  # old_log_probs is detached, which says more
+    "kl-estimators": {"log_probs_base"},
+    "group-advantages": {"rewards_0", "rewards_1", "rewards_2", "rewards_3"},
 }
 DETACHED = {"kto": {"policy_KL_logps", "reference_KL_logps"}}
+DETACHED["cispo"] = {"old_log_probs", "log_probs_detached"}  # read only inside CISPO's detached weight
 
 
 def cases(card):

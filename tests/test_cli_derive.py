@@ -109,3 +109,16 @@ def test_python_api():
         lossviz.derive("nope")
     with pytest.raises(ValueError, match=r"^beta must be in \(0, 100\]; got 0$"):  # the Python argument, not the CLI flag
         lossviz.derive("dpo", beta=0)
+
+
+def test_powers_of_the_stable_functions_typeset():
+    """sympy hands a power to the function's printer (σ(x)² in DiscoPOP's gradient at τ = 1): it must typeset."""
+    import sympy as sp
+
+    from lossviz.symbolic import LogSigmoid, LogSumExp, Sigmoid
+
+    x = sp.Symbol("x")
+    assert sp.latex(Sigmoid(x) ** 2) == r"\sigma\left(x\right)^{2}"
+    assert sp.latex(LogSigmoid(x) ** 3) == r"\left(\log\sigma\left(x\right)\right)^{3}"
+    assert sp.latex(LogSumExp(x, 0) ** 2) == r"\operatorname{LSE}\left(x, 0\right)^{2}"
+    assert sp.latex(Sigmoid(x)) == r"\sigma\left(x\right)"

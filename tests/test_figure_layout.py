@@ -43,6 +43,10 @@ REQUESTS = {
     "compare dpo cdpo ipo": lambda: compare_figure(["dpo", "cdpo", "ipo"]),
     "compare dpo pairwise logexp --what loss": lambda: compare_figure(["dpo", "pairwise", "logexp"], "loss"),
     "compare dpo kto vanilla-kto --beta 0.5": lambda: compare_figure(["dpo", "kto", "vanilla-kto"], beta=0.5),
+    "compare the policy-loss family": lambda: compare_figure(["ppo-policy", "dapo", "sapo", "gpg", "gspo", "gmpo"]),
+    "compare the pairwise family": lambda: compare_figure(["dpo", "dpo-robust", "dpo-hinge", "dpo-exo", "dpo-discopop", "simpo"]),
+    "compare the split pairwise family": lambda: compare_figure(["dpo-nca", "dpo-bco", "dpo-sppo", "dpo-apo-zero", "dpo-apo-down"]),
+    "compare the distillation family": lambda: compare_figure(["kd", "gkd"]),
     "compare every kind of axis": lambda: compare_figure(["dpo", "ipo", "ppo-policy", "ppo-value", "prm", "gptlm", "basics"]),
 }
 

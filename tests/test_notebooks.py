@@ -18,6 +18,7 @@ EXPECTED = ["00_basics", "01_sft_and_distillation", "02_dpo_cdpo_ipo", "03_kto",
             "05_reward_models", "06_process_reward_model"]
 if (FOLDER / "training_dynamics.py").exists():  # notebook 07's cells live there
     EXPECTED.append("07_training_dynamics")
+EXPECTED += ["08_grpo_family", "09_kl_estimators", "10_preference_zoo", "11_distillation"]
 
 ANSWER = re.compile(r"^(answer_\d+) = \.\.\.(\s+#.*)?$")
 ANY_ANSWER = re.compile(r"^\s*(answer_\d+)\s*=")

@@ -135,6 +135,7 @@ class Card:
     name: str = ""
     aliases: Tuple[str, ...] = ()
     family: str = ""
+    order: int = 0  # rank inside the family (lower first; ties by module name): the teaching order of the listing
     title: str = ""
     lesson: str = ""
     production: Optional[str] = None  # "module:Class" of the production implementation

@@ -16,14 +16,14 @@ STUDENT = tuple(f"logits_{k}" for k in range(VOCAB))
 TEACHER = tuple(f"teacher_logits_{k}" for k in range(VOCAB))
 
 
-def _softmax(names, k):
-    z = [sym(n) for n in names]
+def _softmax(names, k, tau=1):
+    z = [sym(n) / tau for n in names]
     return sp.exp(z[k]) / sp.Add(*[sp.exp(v) for v in z])
 
 
-def _teacher_entropy(cut):
-    """H(q) of the teacher's softmax q at its logits along the axis."""
-    t = [sp.sympify(cut[n]) for n in TEACHER]
+def _teacher_entropy(cut, tau=1):
+    """H(q) of the teacher's softmax q = softmax(t/τ) at its logits along the axis."""
+    t = [sp.sympify(cut[n]) / tau for n in TEACHER]
     q = [sp.exp(tk) / sp.Add(*[sp.exp(v) for v in t]) for tk in t]
     return -sp.Add(*[qk * sp.log(qk) for qk in q])
 
@@ -111,7 +111,8 @@ class KD(Card):
     # the explorer: the teacher to move, and where the student is best along z_0
     controls = (Hold("teacher_logits_0", "t_0", -5.0, 5.0, "teacher logit of token 0"), Hold("teacher_logits_1", "t_1", -5.0, 5.0, "teacher logit of token 1"),
                 Hold("teacher_logits_2", "t_2", -5.0, 5.0, "teacher logit of token 2"), GradientOf(STUDENT),
-                Formula("teacher_p0", "the teacher's probability of token 0: softmax(t)₀", "exp(t_0) / (exp(t_0) + exp(t_1) + exp(t_2))"),
+                Formula("teacher_p0", "the teacher's probability of token 0 at temperature τ: softmax(t/τ)₀",
+                        "exp(t_0/temperature) / (exp(t_0/temperature) + exp(t_1/temperature) + exp(t_2/temperature))"),
                 Minimum("student_minimum", "the z₀ where the loss is minimal along the axis (sympy solves ∂ℓ/∂z₀ = 0): where the student's p₀ equals the teacher's"))
     axis = Axis("z_0", {"logits_0": "z_0", "logits_1": 0, "logits_2": 0, "teacher_logits_0": 1.0, "teacher_logits_1": 0, "teacher_logits_2": -1.0},
                 (-6.0, 6.0), r"student logit $z_0$ (student $z_1 = z_2 = 0$)" + "\n" + r"teacher logits $t$ = (1, 0, −1)")
@@ -119,7 +120,8 @@ class KD(Card):
         panels=(Panel("loss", "loss", label=r"CE $-\sum_k q_k \log p_k$ (KDLoss)"),
                 Panel("grad", r"$\partial\mathcal{L}/\partial z_0$", label=r"$p_{S,0} - q_0$", style={"color": 1})),
         title="minimising CE to the teacher minimises KL(q‖p)", tag="cross-entropy",
-        curves=(Curve(lambda c: c.loss - _teacher_entropy(c.cut), "kl", r"$\mathrm{KL}(q\,\|\,p)$ = CE $- H(q)$",
+        curves=(Curve(lambda c: c.loss - c.p["temperature"] ** 2 * _teacher_entropy(c.cut, c.p["temperature"]), "kl",
+                      lambda c: r"$\mathrm{KL}(q\,\|\,p)$ = CE $- H(q)$" if c.p["temperature"] == 1 else r"$\tau^2\mathrm{KL}(q^\tau\|p^\tau)$",
                       style={"color": 2, "linestyle": "--"}),),
         marks=(Mark("student_matches_teacher", at=lambda c: _stationary(c), label=r"minimum: $p_{{S,0}} = q_0$ at $z_0$ = {x:.3g}", once=True),
                Mark("gradient_zero", at=lambda c: _stationary(c), panel="grad", y="zero", label=r"gradient 0 at $z_0$ = {x:.3g}", once=True),
@@ -129,7 +131,10 @@ class KD(Card):
     aliases = ("distillation", "KDLoss")
     family = "sft"
     title = "knowledge distillation"
-    lesson = "CE to the teacher's soft labels = KL(p_T‖p_S) + H(p_T); ∂/∂z_k = p_S,k - p_T,k"
+    lesson = ("CE to the teacher's soft labels = KL(p_T‖p_S) + H(p_T); ∂/∂z_k = p_S,k - p_T,k; with a temperature τ both softmaxes "
+              "take logits/τ and the loss is multiplied by τ², so the gradient is τ(p_S - p_T) at temperature τ")
+    params = (Param("temperature", 1.0, "temperature τ dividing the student's and the teacher's logits; the loss is multiplied by τ² "
+                    "(Hinton et al. 2015, §2)", r"\tau", low=0.0, low_open=True, high=100.0),)
     production = "lossviz.losses:KDLoss"
     variable_latex = {**{n: f"z_{k}" for k, n in enumerate(STUDENT)}, **{n: f"t_{k}" for k, n in enumerate(TEACHER)}}
     constants = TEACHER  # the frozen teacher's logits
@@ -138,24 +143,29 @@ class KD(Card):
         return STUDENT + TEACHER
 
     def loss(self, p):
-        z = [sym(n) for n in STUDENT]
-        t = [sym(n) for n in TEACHER]
+        tau = p["temperature"]
+        z = [sym(n) / tau for n in STUDENT]
+        t = [sym(n) / tau for n in TEACHER]
         lse_z, lse_t = LogSumExp(*z), LogSumExp(*t)
-        return -sp.Add(*[sp.exp(t[k] - lse_t) * (z[k] - lse_z) for k in range(VOCAB)])
+        return -tau ** 2 * sp.Add(*[sp.exp(t[k] - lse_t) * (z[k] - lse_z) for k in range(VOCAB)])
 
     def facts(self, d):
-        student_minus_teacher = sp.Matrix([_softmax(STUDENT, k) - _softmax(TEACHER, k) for k in range(VOCAB)])
+        tau = d.p["temperature"]
+        # at temperature τ: p_S = softmax(z/τ), p_T = softmax(t/τ); the gradient of τ²·CE is τ(p_S - p_T)
+        student_minus_teacher = sp.Matrix([tau * (_softmax(STUDENT, k, tau) - _softmax(TEACHER, k, tau)) for k in range(VOCAB)])
         grad = lambda: sp.Matrix([elementary(d.gradient[n]) for n in STUDENT])
-        q = [_softmax(TEACHER, k) for k in range(VOCAB)]
-        p_s = [_softmax(STUDENT, k) for k in range(VOCAB)]
+        q = [_softmax(TEACHER, k, tau) for k in range(VOCAB)]
+        p_s = [_softmax(STUDENT, k, tau) for k in range(VOCAB)]
         cross_entropy = -sp.Add(*[q[k] * sp.log(p_s[k]) for k in range(VOCAB)])
         teacher_entropy = -sp.Add(*[q[k] * sp.log(q[k]) for k in range(VOCAB)])
         kl = sp.Add(*[q[k] * (sp.log(q[k]) - sp.log(p_s[k])) for k in range(VOCAB)])
         return [
-            Fact("gradient_minus_student_minus_teacher", "simplify(∂L/∂z - (p_S - p_T)): zero", lambda: sp.simplify(grad() - student_minus_teacher)),
+            Fact("gradient_minus_student_minus_teacher", "simplify(∂L/∂z - τ(p_S - p_T)): zero (τ = 1: p_S - p_T)",
+                 lambda: sp.simplify(grad() - student_minus_teacher)),
             Fact("kl_minus_ce_plus_entropy", "simplify(KL(p_T‖p_S) - (CE - H(p_T))): zero, so minimising CE minimises KL",
                  lambda: sp.simplify(sp.expand_log(kl - (cross_entropy - teacher_entropy), force=True))),
-            Fact("loss_minus_ce", "simplify(card loss - CE(p_T, p_S)): zero", lambda: sp.simplify(sp.expand_log(elementary(d.loss) - cross_entropy, force=True))),
+            Fact("loss_minus_ce", "simplify(card loss - τ²·CE(p_T, p_S)): zero",
+                 lambda: sp.simplify(sp.expand_log(elementary(d.loss) - tau ** 2 * cross_entropy, force=True))),
         ]
 
     def example(self, values, p, dtype=None, device=None):
@@ -166,7 +176,7 @@ class KD(Card):
         logits = tensor([[[values[n] for n in STUDENT]]], dtype, device)
         teacher = tensor([[[values[n] for n in TEACHER]]], dtype, device)
         where = {**{n: (0, (0, 0, k)) for k, n in enumerate(STUDENT)}, **{n: (1, (0, 0, k)) for k, n in enumerate(TEACHER)}}
-        return Example(KDLoss(), [logits, teacher, torch.zeros(1, 1, dtype=torch.long, device=device)], where)
+        return Example(KDLoss(temperature=float(p["temperature"])), [logits, teacher, torch.zeros(1, 1, dtype=torch.long, device=device)], where)
 
     def sample(self, rng, p):
         return {n: float(rng.normal() * 2) for n in STUDENT + TEACHER}
@@ -181,4 +191,5 @@ class KD(Card):
         kept = [(b, t) for b in range(rows) for t in range(steps) if label[b, t] != -100]
         where = lambda b, t: {**{n: (0, (b, t, k)) for k, n in enumerate(STUDENT)}, **{n: (1, (b, t, k)) for k, n in enumerate(TEACHER)}}
         terms = [Term(where(b, t), 1 / len(kept)) for b, t in kept]
-        return [BatchSpec("ignored labels", lambda device: KDLoss(), [logits, teacher, label], ["logits", "teacher_logits", "label"], [0, 1], terms)]
+        make = lambda device: KDLoss(temperature=float(p["temperature"]))
+        return [BatchSpec("ignored labels", make, [logits, teacher, label], ["logits", "teacher_logits", "label"], [0, 1], terms)]

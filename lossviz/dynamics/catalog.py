@@ -18,6 +18,10 @@ from .engine import Recorder, Run, build_loss, loss_params, pair_loss
 
 BETA = SimParam("beta", 0.5, 0.05, 5.0, "KL strength β of the preference losses", slider_step=0.05)
 SMOOTHING = SimParam("label_smoothing", 0.1, 0.01, 0.45, "cDPO's assumed flip rate ε", slider_step=0.01)
+# the losses of issue #14 (engine.LOSSES says how each is built); ε of rDPO and EXO is label_smoothing, as in TRL
+ALPHA = SimParam("alpha", 1.0, 0.0, 10.0, "weight α of the NLL term of RPO and CPO", slider_step=0.05)
+GAMMA = SimParam("gamma", 0.5, 0.0, 5.0, "SimPO's margin γ (the loss is −log σ(β·Δ̄ − γ))", slider_step=0.05)
+TABULAR_NEW = ("hinge", "sppo", "exo", "nca", "robust", "discopop", "apo-zero", "apo-down", "bco")
 
 
 def train_pairs(ctx, loss, policy, prompts, chosen, rejected, on_step=None, kl_responses=None):
@@ -54,14 +58,39 @@ def train_pairs(ctx, loss, policy, prompts, chosen, rejected, on_step=None, kl_r
     return rec.arrays()
 
 
+def discopop_rest(tau: float = 0.05) -> float:
+    """z* < 0 where DiscoPOP's loss of z = βh has its local minimum (its slope at z = 0 is positive).
+
+    ℓ(z) = (1 − w)·log(1 + e^{−z}) + w·e^{−z}, w = σ(z/τ) (Chris Lu et al. 2024, arXiv:2406.08414); the
+    root of dℓ/dz on [−1, 0] by bisection, in float64.
+    """
+
+    def slope(z):
+        w = 1.0 / (1.0 + math.exp(-z / tau))
+        dw = w * (1.0 - w) / tau
+        return -dw * math.log1p(math.exp(-z)) - (1.0 - w) / (1.0 + math.exp(z)) + dw * math.exp(-z) - w * math.exp(-z)
+
+    lo, hi = -1.0, 0.0  # slope(−1) < 0 < slope(0)
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if slope(mid) < 0 else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
 def fixed_point(loss: str, params) -> float:
-    """The margin h where the loss's gradient vanishes on deterministic data (inf for DPO)."""
+    """The margin h where the loss's gradient vanishes on deterministic data (inf where it never does)."""
     beta = params["beta"]
     if loss == "ipo":
         return 1.0 / (2.0 * beta)  # Azar et al., Eq. 17
-    if loss == "cdpo":
+    if loss in ("cdpo", "exo"):  # EXO's KL to [1 − ε, ε] is 0 where σ(βh) = 1 − ε, cDPO's minimum too
         eps = params["label_smoothing"]
-        return math.log((1.0 - eps) / eps) / beta  # Mitchell (2023)
+        return math.log((1.0 - eps) / eps) / beta  # Mitchell (2023); Ji et al. 2024 (arXiv:2402.00856)
+    if loss == "sppo":  # ρ_c → 1/(2β) and ρ_r → −1/(2β) (Wu et al. 2024, arXiv:2405.00675)
+        return 1.0 / beta
+    if loss == "hinge":  # max(0, 1 − βh) has zero gradient from βh = 1 on; it stops where it first gets there
+        return 1.0 / beta
+    if loss == "discopop":  # from h = 0 the loss falls towards negative z: a local minimum on the wrong side
+        return discopop_rest() / beta
     return math.inf
 
 
@@ -74,8 +103,10 @@ def _tabular_pair_run(ctx, loss, reference_logits):
     zero, one = torch.zeros(1, dtype=torch.long), torch.ones(1, dtype=torch.long)
 
     def on_step(rec, policy, lc, lr):
-        probs = policy.log_probs().detach().exp()[0]
-        rec.add(p_chosen=probs[0], p_rejected=probs[1], push_chosen=-lc.grad.sum())
+        log_probs, ref = policy.log_probs().detach()[0], policy.reference_log_probs()[0]
+        probs = log_probs.exp()
+        rec.add(p_chosen=probs[0], p_rejected=probs[1], push_chosen=-lc.grad.sum(),
+                logratio_chosen=log_probs[0] - ref[0], logratio_rejected=log_probs[1] - ref[1])
 
     return train_pairs(ctx, loss, policy, zero, zero, one, on_step)  # prompt 0: y_0 ≻ y_1
 
@@ -93,15 +124,18 @@ def _reference_logits(ctx, responses: int = 4):
     title="Deterministic preferences: DPO's margin never stops, IPO's and cDPO's do",
     policy="tabular softmax over 4 responses (one logit each), started at a random reference",
     data="one comparison y_c ≻ y_r, the same label every time (p(y_c ≻ y_r) = 1)",
-    losses=("dpo", "ipo", "cdpo"),
+    losses=("dpo", "ipo", "cdpo", *TABULAR_NEW),
     default_losses=("dpo", "ipo", "cdpo"),
     params=(BETA, SMOOTHING),
-    series=("p_chosen", "p_rejected", "push_chosen"),
+    series=("p_chosen", "p_rejected", "push_chosen", "logratio_chosen", "logratio_rejected"),
     claim="When every label says y_c ≻ y_r, DPO's loss keeps falling as the margin h grows, so h grows "
     "without bound whatever β is; IPO stops at h = 1/(2β) and cDPO at h* = log((1−ε)/ε)/β. DPO's KL(π‖π_ref) "
     "still levels off (0.436 at step 300 at the defaults): on the tabular policy only the logits of y_c and y_r "
     "move, log π(y_r) → −∞ drives the margin while π(y_r) → 0 adds no KL, and π → the point mass on y_c, "
-    "whose KL is −log π_ref(y_c) (0.446 here).",
+    "whose KL is −log π_ref(y_c) (0.446 here). Of the other losses (--losses), EXO stops where cDPO does, SPPO "
+    "at ρ_c = 1/(2β), ρ_r = −1/(2β) when π(y_c) can grow that far (β = 2 here), NCA's ρ_c at log(2)/β, DiscoPOP "
+    "at its local minimum z*/β < 0 (on the wrong side: its slope at h = 0 is positive) and hinge anywhere past "
+    "βh = 1; rDPO, BCO, APO-zero and APO-down never stop.",
     source="Azar et al. 2024 (arXiv:2310.12036), §4.2 and Eq. 17; Mitchell 2023, note on cDPO",
     steps=300,
     lr=0.1,
@@ -109,12 +143,34 @@ def _reference_logits(ctx, responses: int = 4):
     figure=figures.deterministic_preferences,
 )
 def deterministic_preferences(ctx):
+    import torch
+
     reference = _reference_logits(ctx)
+    # the largest log-ratio y_c can reach: π(y_c) = 1, ρ_c = −log π_ref(y_c)
+    ceiling = -float(torch.log_softmax(reference, dim=-1)[0, 0])
     runs = {}
     for loss in ctx.losses:
         series = _tabular_pair_run(ctx, loss, reference)
-        runs[loss] = Run(loss, {**loss_params(loss, ctx.params), "fixed_point_margin": fixed_point(loss, ctx.params)}, series)
+        target, chosen = fixed_point(loss, ctx.params), chosen_fixed_point(loss, ctx.params)
+        if loss == "sppo" and chosen > ceiling:
+            target = math.nan  # ρ_c = 1/(2β) would need π(y_c) > 1: the margin settles elsewhere
+        runs[loss] = Run(loss, {**loss_params(loss, ctx.params), "fixed_point_margin": target,
+                                "fixed_point_chosen": chosen, "ceiling_chosen": ceiling}, series)
     return runs, np.arange(ctx.steps + 1), {}
+
+
+def chosen_fixed_point(loss: str, params) -> float:
+    """Where the chosen log-ratio ρ_c = log π(y_c) − log π_ref(y_c) stops on its own (NaN: it has no target of its own).
+
+    SPPO regresses ρ_c on 1/(2β); NCA's terms in ρ_c, −log σ(βρ_c) − ½·log σ(−βρ_c), have zero slope where
+    σ(−βρ_c) = ½σ(βρ_c), at βρ_c = log 2 (Chen et al. 2024, arXiv:2402.05369).
+    """
+    beta = params["beta"]
+    if loss == "sppo":
+        return 1.0 / (2.0 * beta)
+    if loss == "nca":
+        return math.log(2.0) / beta
+    return math.nan
 
 
 @scenario(
@@ -218,7 +274,7 @@ def ches_score(features, mean):
     title="Likelihood displacement: the margin grows, and log π(y_c) may fall",
     policy="log-linear π(y) ∝ exp(θ·φ(y)) over 3 responses with 2-D features, θ started at 0 (uniform reference)",
     data="one comparison y_c ≻ y_r whose features are similar; a third response y_o takes the mass",
-    losses=("dpo", "ipo", "cdpo"),
+    losses=("dpo", "ipo", "cdpo", "rpo", "apo-zero", "simpo", "cpo", "orpo", "sppo", "hinge"),
     default_losses=("dpo",),
     params=(
         SimParam("ches", 0.5, -2.0, 2.0, "CHES score ⟨φ̃_c, φ̃_r⟩ − ‖φ̃_c‖² at the reference "
@@ -226,13 +282,18 @@ def ches_score(features, mean):
         SimParam("gap", 1.0, 0.1, 3.0, "the part of φ_c − φ_r orthogonal to φ_c", slider_step=0.05),
         BETA,
         SMOOTHING,
+        ALPHA,
+        GAMMA,
     ),
     series=("logp_other", "logp_chosen_first_order", "ches"),
     claim="A DPO step moves θ by η·w·(φ_c − φ_r), w = −∂ℓ/∂log π(y_c) > 0: the margin grows by η·w·‖φ_c − φ_r‖² "
     "while log π(y_c) changes by η·w·(φ_c − φ_r)·(φ_c − φ̄) = −η·w·CHES to first order, so it falls when the "
     "centred chosen and rejected features are similar (CHES > 0) and the mass goes to another response. "
     "The first-order change is exact as η → 0; at the default η = 0.25 the first step lowers log π(y_c) "
-    "by 0.037 where first order says 0.031.",
+    "by 0.037 where first order says 0.031. A loss that weighs y_c and y_r apart (w_r = ∂ℓ/∂log π(y_r)) "
+    "changes it by η[w·‖φ_c − φ̄‖² − w_r·(φ_r − φ̄)·(φ_c − φ̄)]: an NLL term on y_c (RPO, CPO, ORPO) adds α to w "
+    "and at the defaults turns the fall into a rise; SimPO, hinge and APO-zero (w = w_r at the start) "
+    "still displace.",
     source="Razin et al. 2024 (arXiv:2410.08847), the CHES score; Pal et al. 2024 (arXiv:2402.13228)",
     steps=100,
     lr=0.25,
@@ -256,11 +317,16 @@ def likelihood_displacement(ctx):
                 mean = policy.mean_features()[0]
                 log_probs = policy.log_probs()[0]
                 weight = float(-lc.grad.sum())  # w = −∂ℓ/∂log π(y_c), from the production loss
+                # w_r = ∂ℓ/∂log π(y_r): w for the losses of the margin alone; APO, SPPO, RPO, ORPO weigh the two apart
+                weight_rejected = float(lr.grad.sum())
                 # one-step-ahead first-order prediction of log π(y_c), made at the previous step
                 previous = state["predicted"]
                 rec.add(logp_other=log_probs[2], ches=ches_score(phi.numpy(), mean.numpy()),
                         logp_chosen_first_order=float(lc) if previous is None else previous)
-                step = ctx.lr * weight * float((phi[0] - phi[1]) @ (phi[0] - mean))
+                # θ moves by η(w·(φ_c − φ̄) − w_r·(φ_r − φ̄)); its product with ∇log π(y_c) = φ_c − φ̄ is
+                # η[w·(φ_c − φ_r)·(φ_c − φ̄) + (w − w_r)·(φ_r − φ̄)·(φ_c − φ̄)] (the second term is 0 when w = w_r)
+                step = (ctx.lr * weight * float((phi[0] - phi[1]) @ (phi[0] - mean))
+                        + ctx.lr * (weight - weight_rejected) * float((phi[1] - mean) @ (phi[0] - mean)))
                 state["predicted"] = float(lc) + step
 
         series = train_pairs(ctx, loss, policy, torch.zeros(1, dtype=torch.long), torch.zeros(1, dtype=torch.long),
@@ -275,19 +341,25 @@ def likelihood_displacement(ctx):
     policy="log-linear over 6 responses per prompt with 4-D features shared across 64 prompts, "
     "started at the uniform reference",
     data="one pair per prompt, labelled by a hidden linear reward; a fraction `flip` of the labels is swapped",
-    losses=("dpo", "cdpo", "ipo", "kto", "vanilla-kto"),
+    losses=("dpo", "cdpo", "ipo", "kto", "vanilla-kto", "robust", "hinge", "exo", "sppo", "apo-zero", "bco", "nca",
+            "simpo"),
     default_losses=("dpo", "cdpo", "kto"),
     params=(
         SimParam("flip", 0.2, 0.0, 0.5, "fraction of pairs whose label is swapped", slider_step=0.05),
         SimParam("beta", 0.5, 0.05, 5.0, "KL strength β", slider_step=0.05),
-        SimParam("label_smoothing", 0.2, 0.01, 0.45, "cDPO's assumed flip rate ε", slider_step=0.01),
+        SimParam("label_smoothing", 0.2, 0.01, 0.45, "cDPO's, rDPO's and EXO's assumed flip rate ε", slider_step=0.01),
+        GAMMA,
     ),
     series=("accuracy", "weight_clean", "weight_flipped"),
     claim="DPO's per-pair gradient weight β·σ(−βh) is largest on pairs the policy ranks against their label, "
     "so once it learns the hidden reward it pulls hardest on the flipped pairs. cDPO, told the flip rate ε, "
     "pulls on them less. KTO's weight β·σ(u)·σ(−u) falls on both sides of its reference point, so here it "
     "weighs flipped and clean examples alike (within 10%). That does not make KTO the robust one: it ends "
-    "with the lowest ranking accuracy (0.82, against 0.93 for DPO and 0.92 for cDPO at the defaults).",
+    "with the lowest ranking accuracy (0.82, against 0.93 for DPO and 0.92 for cDPO at the defaults). Of the "
+    "other losses (--losses): rDPO, told ε, ranks as well as DPO (0.93) but drifts furthest (KL 1.54 against "
+    "0.83): its weight never falls below βε/(1−2ε); hinge pulls on every flipped pair with its full weight β to "
+    "the end; APO-zero, KTO with its reference point at 0, follows KTO here (to 1e-6); IPO and SPPO, whose "
+    "weights grow without bound on wrongly ranked pairs, stay nearest the reference (KL 0.05 and 0.06).",
     source="Rafailov et al. 2023, §4 (the DPO gradient weight); Ethayarajh et al. 2024 (arXiv:2402.01306), §4; "
     "Mitchell 2023",
     steps=200,
@@ -440,3 +512,102 @@ def trust_region(ctx):
         extra["log_ratios"][loss] = ratios
     extra["tokens"] = int(selected.sum())
     return runs, np.arange(ctx.steps + 1), extra
+
+
+LENGTHS = (4, 8, 16, 32)
+
+
+def seen_margin(loss: str, h, mean_logp_gap, length, params):
+    """The argument of the loss's sigmoid for a pair: βh (summed), βh/L (LN-DPO) or β·(ℓ̄_c − ℓ̄_r) − γ (SimPO)."""
+    beta = params["beta"]
+    if loss == "ln-dpo":
+        return beta * h / length
+    if loss == "ln-ipo":  # IPO's square sees h/L − 1/(2β); β·h/L keeps the axis of the others
+        return beta * h / length
+    if loss == "simpo":
+        return beta * mean_logp_gap - params["gamma"]
+    return beta * h
+
+
+@scenario(
+    name="length",
+    title="Length: summed log-probs make DPO's margin grow with the response length",
+    policy="tiny autoregressive policy without positions (a bigram model: 3 tokens, token 0 stops, the logits "
+    "depend on the previous token only), started at a random reference",
+    data=f"{len(LENGTHS)} pairs, one per length L = {', '.join(map(str, LENGTHS))}: y_c is token 1 repeated L − 1 times "
+    "and the stop, y_r token 2 repeated L − 1 times and the stop; the same preference at every length",
+    losses=("dpo", "ln-dpo", "simpo", "ln-ipo", "rpo"),
+    default_losses=("dpo", "ln-dpo", "simpo"),
+    params=(SimParam("beta", 1.0, 0.05, 5.0, "β of the preference losses", slider_step=0.05), GAMMA, ALPHA),
+    series=tuple(f"{kind}_L{n}" for kind in ("seen", "margin", "push", "share") for n in LENGTHS),
+    claim="A sequence log-prob is a sum over tokens, so the same per-token preference gives a pair of L tokens a "
+    "margin h that grows like L: DPO's implicit reward favours long responses, at the start each pair pushes the "
+    "shared logits in proportion to its length (a share L/ΣL), and the long pairs saturate first. LN-DPO divides "
+    "each log-ratio by its length and SimPO uses mean log-probs: every pair starts with the same share, and the "
+    "margin their sigmoid sees hardly grows with L (after 200 steps at the defaults, from L = 4 to L = 32: DPO's "
+    "βh 3.5 → 46.9, LN-DPO's βh/L 1.7 → 2.9, SimPO's β·Δℓ̄ − γ 1.5 → 3.0; what is left comes from the first "
+    "and the stop token, which weigh more in a short response).",
+    source="Meng et al. 2024 (SimPO, arXiv:2405.14734), §2.1–2.2 and LN-DPO in §4; Park et al. 2024 (arXiv:2403.19159), §2",
+    steps=200,
+    lr=0.05,
+    optimizer="sgd",
+    figure=figures.length,
+)
+def length(ctx):
+    import torch
+
+    from .policies import DTYPE, TinyAutoregressive
+
+    longest = max(LENGTHS)
+    pairs = len(LENGTHS)
+    lengths = torch.tensor(LENGTHS, dtype=DTYPE)
+    positions = torch.arange(longest)
+    mask = (positions.unsqueeze(0) < lengths.unsqueeze(1)).to(DTYPE)  # (pairs, T): the stop is a token of the response
+    last = (positions.unsqueeze(0) == lengths.unsqueeze(1) - 1)
+    chosen = torch.where(last, 0, 1) * mask.long()  # 1 1 … 1 0, then padding (0, masked out)
+    rejected = torch.where(last, 0, 2) * mask.long()
+    reference = TinyAutoregressive(3, longest, ctx.generator(), positional=False)
+
+    both = torch.cat([chosen, rejected])  # one pass over the chosen and rejected responses
+    both_mask = torch.cat([mask, mask])
+
+    def forward(policy):
+        """log π(·|state) at every position (2·pairs, T, 3) and the summed log-probs of y_c and y_r."""
+        states = policy.state_log_probs(both)
+        sums = (states.gather(-1, both.unsqueeze(-1)).squeeze(-1) * both_mask).sum(dim=1)
+        return states, sums[:pairs], sums[pairs:]
+
+    with torch.no_grad():
+        ref_states, ref_chosen, ref_rejected = forward(reference)
+
+    runs = {}
+    for loss in ctx.losses:
+        module = build_loss(loss, ctx.params)
+        policy = TinyAutoregressive(3, longest, torch.Generator(), positional=False)
+        with torch.no_grad():
+            policy.table.copy_(reference.table)
+        optimizer = ctx.optimizer(policy.parameters())
+        rec = Recorder()
+        for k in range(ctx.steps + 1):
+            states, lc, lr = forward(policy)
+            lc.retain_grad()
+            lr.retain_grad()
+            value = pair_loss(loss, module, lc, lr, ref_chosen, ref_rejected, chosen_lengths=lengths, rejected_lengths=lengths)
+            optimizer.zero_grad()
+            value.backward()
+            with torch.no_grad():
+                h = (lc - ref_chosen) - (lr - ref_rejected)
+                kl = ((states.exp() * (states - ref_states)).sum(-1) * both_mask).sum() / both_mask.sum()
+                push = -lc.grad  # −∂ℓ/∂log π of each chosen token of the pair (every token enters the sum once)
+                total = lengths * push  # the pair's push summed over its tokens
+                share = total / total.sum() if float(total.sum()) != 0.0 else total * math.nan
+                gap = lc / lengths - lr / lengths
+                rec.add(loss=value.item(), margin=h.mean(), logp_chosen=lc.mean(), logp_rejected=lr.mean(), kl=kl)
+                for i, n in enumerate(LENGTHS):
+                    rec.add(**{f"seen_L{n}": seen_margin(loss, float(h[i]), float(gap[i]), n, ctx.params),
+                               f"margin_L{n}": h[i], f"push_L{n}": push[i], f"share_L{n}": share[i]})
+            if k < ctx.steps:
+                optimizer.step()
+                ctx.progress.update()
+        runs[loss] = Run(loss, loss_params(loss, ctx.params), rec.arrays())
+    return runs, np.arange(ctx.steps + 1), {"lengths": LENGTHS}

@@ -135,6 +135,7 @@ def scenario(**declaration):
 
 def scenarios() -> List[Scenario]:
     from . import catalog  # noqa: F401  (registers the scenarios on import)
+    from . import catalog_rl  # noqa: F401  (the RL scenarios of the GRPO family)
 
     return list(REGISTRY.values())
 

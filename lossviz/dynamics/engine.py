@@ -33,6 +33,38 @@ LOSSES = {
     "ppo-noclip": ("PolicyLoss(clip_eps_low=1-1e-9, clip_eps_high=1e9): no clipping in reach", ()),
     "ppo-dualclip": ("PolicyLoss(clip_eps, dual_clip)", ("clip_eps", "dual_clip")),
 }
+# length-bias: "<advantage estimator>/<aggregation mode>", trained on-policy (ratio 1) with the production PolicyLoss
+ADVANTAGE_METHODS = ("grpo", "dr_grpo", "rloo", "reinforce_baseline")
+AGG_MODES = ("seq-mean-token-mean", "token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
+for _method in ADVANTAGE_METHODS:
+    for _mode in AGG_MODES:
+        LOSSES[f"{_method}/{_mode}"] = (f"PolicyLoss(loss_agg_mode={_mode!r}) on group_advantages(method={_method!r})", ())
+# kl-estimators: a policy-gradient loss plus β·compute_approx_kl(log π, log π_ref, estimator) as a loss term
+KL_ESTIMATORS = ("k1", "k2", "k3", "abs", "k1+", "k3+")
+for _est in KL_ESTIMATORS:
+    LOSSES[_est] = (f"PolicyLoss() + beta * compute_approx_kl(kl_estimator={_est!r}).mean()", ("beta",))
+LOSSES["no-kl"] = ("PolicyLoss(): no KL term", ())
+LOSSES["k1-in-reward"] = ("PolicyLoss() on the reward r - beta * k1 (detached)", ("beta",))
+# the preference losses of issue #14 (TRL's loss_type names on DPOLoss, and the reference-free losses); every
+# response of the tabular and log-linear policies is one token long (lengths 1), the autoregressive one has lengths
+PREFERENCE_TYPES = {"robust": "robust", "hinge": "hinge", "exo": "exo_pair", "nca": "nca_pair", "bco": "bco_pair",
+                    "sppo": "sppo_hard", "apo-zero": "apo_zero", "apo-down": "apo_down", "discopop": "discopop",
+                    "ln-dpo": "sigmoid_norm"}
+SMOOTHED_TYPES = ("robust", "exo")  # ε from label_smoothing, as TRL takes it
+LOSSES.update({name: (f"DPOLoss(beta{', label_smoothing' if name in SMOOTHED_TYPES else ''}, loss_type={kind!r})",
+                      ("beta", "label_smoothing") if name in SMOOTHED_TYPES else ("beta",))
+               for name, kind in PREFERENCE_TYPES.items()})
+LOSSES.update({
+    "ln-ipo": ("DPOLoss(beta, ipo=True, length_normalized=True): IPO on per-token log-ratios (TRL, HALOs)", ("beta",)),
+    "rpo": ("DPOLoss(beta, nll_loss_coef=alpha): DPO + α·NLL(y_c), token mean", ("beta", "alpha")),
+    "simpo": ("SimPOLoss(beta, gamma): reference-free, mean log-probs", ("beta", "gamma")),
+    "cpo": ("CPOLoss(beta, alpha): reference-free, + α·NLL(y_c)", ("beta", "alpha")),
+    "orpo": ("ORPOLoss(): NLL(y_c) − λ·log σ(log-odds ratio), λ = 0.1", ()),
+})
+#: losses whose forward takes response lengths (summed log-probs in, normalised inside)
+LENGTH_LOSSES = ("ln-dpo", "ln-ipo", "rpo", "simpo", "cpo", "orpo")
+#: losses without a reference model
+REFERENCE_FREE = ("simpo", "cpo", "orpo")
 
 
 def build_loss(name: str, params: Dict[str, float]):
@@ -51,19 +83,54 @@ def build_loss(name: str, params: Dict[str, float]):
         return L.KTOLoss(params["beta"], 1.0, 1.0, world_size=1, device=torch.device("cpu"))
     if name == "vanilla-kto":
         return L.VanillaKTOLoss(params["beta"])
+    if name in PREFERENCE_TYPES:
+        smoothing = params["label_smoothing"] if name in SMOOTHED_TYPES else 0.0
+        return L.DPOLoss(params["beta"], label_smoothing=smoothing, loss_type=PREFERENCE_TYPES[name])
+    if name == "ln-ipo":
+        return L.DPOLoss(params["beta"], ipo=True, length_normalized=True)
+    if name == "rpo":
+        return L.DPOLoss(params["beta"], nll_loss_coef=params["alpha"])
+    if name == "simpo":
+        return L.SimPOLoss(beta=params["beta"], gamma=params["gamma"])
+    if name == "cpo":
+        return L.CPOLoss(beta=params["beta"], alpha=params["alpha"])
+    if name == "orpo":
+        return L.ORPOLoss()
     if name == "ppo":
         return L.PolicyLoss(params["clip_eps"])
     if name == "ppo-noclip":
         return L.PolicyLoss(clip_eps=None, clip_eps_low=NO_CLIP_LOW, clip_eps_high=NO_CLIP_HIGH)
     if name == "ppo-dualclip":
         return L.PolicyLoss(params["clip_eps"], dual_clip=params["dual_clip"])
+    if "/" in name and name in LOSSES:  # length-bias: the advantage estimator is the scenario's business
+        return L.PolicyLoss(loss_agg_mode=name.split("/", 1)[1])
+    if name in KL_ESTIMATORS:  # kl-estimators: (the policy-gradient loss, the KL estimator as a loss term)
+        import functools
+
+        return L.PolicyLoss(), functools.partial(L.compute_approx_kl, kl_estimator=name)
+    if name in ("no-kl", "k1-in-reward"):
+        return L.PolicyLoss(), None
     raise DynamicsError(f"unknown loss {name!r}; valid: {', '.join(LOSSES)}")
 
 
-def pair_loss(name: str, module, chosen, rejected, ref_chosen, ref_rejected, kl=None, ref_kl=None):
-    """The scalar loss of a preference module on sequence log-probs (KTO also takes the mismatched KL batch)."""
+def pair_loss(name: str, module, chosen, rejected, ref_chosen, ref_rejected, kl=None, ref_kl=None, *,
+              chosen_lengths=None, rejected_lengths=None):
+    """The scalar loss of a preference module on sequence log-probs (KTO also takes the mismatched KL batch).
+
+    ``chosen``/``rejected`` are summed log-probs; the lengths (default 1: one-token responses) go to the
+    losses that normalise by them.
+    """
     if name == "kto":
         return module(chosen, rejected, kl, ref_chosen, ref_rejected, ref_kl)[0]
+    if name in LENGTH_LOSSES:
+        chosen_lengths = chosen.detach() * 0 + 1 if chosen_lengths is None else chosen_lengths
+        rejected_lengths = rejected.detach() * 0 + 1 if rejected_lengths is None else rejected_lengths
+        if name == "cpo":  # CPO sums the log-probs; only its NLL term is a token mean
+            return module(chosen, rejected, chosen_lengths)[0]
+        if name in REFERENCE_FREE:
+            return module(chosen, rejected, chosen_lengths, rejected_lengths)[0]
+        return module(chosen, rejected, ref_chosen, ref_rejected, chosen_lengths=chosen_lengths,
+                      rejected_lengths=rejected_lengths)[0]
     return module(chosen, rejected, ref_chosen, ref_rejected)[0]
 
 

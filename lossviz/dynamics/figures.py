@@ -18,6 +18,17 @@ LOSS_COLORS = {"dpo": COLORS[0], "ipo": COLORS[1], "cdpo": COLORS[2], "kto": COL
                "ppo": COLORS[0], "ppo-noclip": COLORS[1], "ppo-dualclip": COLORS[2]}
 LOSS_LABELS = {"dpo": "DPO", "ipo": "IPO", "cdpo": "cDPO", "kto": "KTO", "vanilla-kto": "vanilla KTO",
                "ppo": "PPO clip", "ppo-noclip": "no clip", "ppo-dualclip": "PPO clip + dual clip"}
+# the preference losses of issue #14: colours apart from the five above, which share their scenarios
+LOSS_COLORS.update({"robust": COLORS[6], "hinge": COLORS[5], "exo": "#bcbd22", "nca": "#7b4173", "bco": "#7f7f7f",
+                    "sppo": "0.1", "apo-zero": "#e6ab02", "apo-down": "#9edae5", "discopop": "#6b4c9a",
+                    "ln-dpo": "#1b9e77", "ln-ipo": "#9467bd", "rpo": "#bcbd22", "simpo": "#e377c2", "cpo": "#6b4c9a",
+                    "orpo": "#17becf"})
+LOSS_LABELS.update({"robust": "rDPO", "hinge": "hinge", "exo": "EXO", "nca": "NCA", "bco": "BCO", "sppo": "SPPO",
+                    "apo-zero": "APO-zero", "apo-down": "APO-down", "discopop": "DiscoPOP", "ln-dpo": "LN-DPO", "ln-ipo": "LN-IPO",
+                    "rpo": "RPO", "simpo": "SimPO", "cpo": "CPO", "orpo": "ORPO"})
+# hinge has no guide: its gradient is 0 on all of βh ≥ 1, and Adam's momentum carries the margin past 1/β
+FIXED_POINT_NAMES = {"ipo": "1/(2β)", "cdpo": "log((1−ε)/ε)/β", "exo": "log((1−ε)/ε)/β", "sppo": "1/β", "discopop": "z*/β"}
+MANY = 3  # with more runs than this, one legend beside the panels names the losses
 
 
 def _figure(panels: int, width: float = 3.6, height: float = 3.0):
@@ -27,9 +38,17 @@ def _figure(panels: int, width: float = 3.6, height: float = 3.0):
     return fig, list(fig.subplots(1, panels, squeeze=True)) if panels > 1 else [fig.subplots()]
 
 
+def _unused(sim) -> tuple:
+    """The loss parameters (ε, α, γ) no run of the simulation reads: the title leaves them out."""
+    from .engine import LOSSES
+
+    read = {name for loss in sim.runs if loss in LOSSES for name in LOSSES[loss][1]}
+    return tuple(name for name in ("label_smoothing", "alpha", "gamma") if name in sim.params and name not in read)
+
+
 def _title(sim, extra: str = "", title: str = "") -> str:
-    # cDPO's ε matters only when cDPO ran
-    shown = format_params(sim.params, skip=() if "cdpo" in sim.runs else ("label_smoothing",))
+    # a loss's parameter (cDPO's ε, RPO's α, SimPO's γ) matters only when that loss ran
+    shown = format_params(sim.params, skip=_unused(sim))
     settings = f"{sim.scenario.optimizer}, lr={sim.lr:g}, seed={sim.seed}"
     return f"{title or sim.scenario.title}  ({shown}; {settings}{extra})"
 
@@ -70,17 +89,35 @@ def generic(sim):
     return finish(fig, _title(sim))
 
 
+def _outside_legend(fig, sim, axes, label=None):
+    """One legend beside the panels naming each run (the panels keep none): legible with many losses."""
+    from matplotlib.lines import Line2D
+
+    label = label or (lambda loss: LOSS_LABELS.get(loss, loss))
+    handles = [Line2D([], [], color=LOSS_COLORS.get(loss, "k"), label=label(loss)) for loss in sim.runs]
+    for ax in axes:
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+    fig.legend(handles=handles, loc="outside right center", frameon=False)
+
+
 def deterministic_preferences(sim):
-    fig, (ax_h, ax_kl, ax_push) = _figure(3)
+    many = len(sim.runs) > MANY
+    fig, (ax_h, ax_kl, ax_push) = _figure(3, height=3.4 if many else 3.0)
+    guides = {}
     for loss, run in sim.runs.items():
         label = LOSS_LABELS[loss] + (f" (ε={sim.params['label_smoothing']:g})" if loss == "cdpo" else "")
         _plot(ax_h, sim, loss, "margin", label=label)
         _plot(ax_kl, sim, loss, "kl", label=label)
         _plot(ax_push, sim, loss, "push_chosen", label=label)
         target = run.params["fixed_point_margin"]
-        if math.isfinite(target):
-            name = "1/(2β)" if loss == "ipo" else "log((1−ε)/ε)/β"
-            _guide_hline(ax_h, target, f"{name} = {target:.3g}", LOSS_COLORS[loss])
+        if math.isfinite(target) and loss in FIXED_POINT_NAMES:
+            if many:  # drawn after the runs, one guide per value: cDPO and EXO share theirs
+                guides.setdefault((target, FIXED_POINT_NAMES[loss]), []).append(loss)
+            else:
+                _guide_hline(ax_h, target, f"{FIXED_POINT_NAMES[loss]} = {target:.3g}", LOSS_COLORS[loss])
+    for (target, name), losses in guides.items():
+        _guide_hline(ax_h, target, f"{'/'.join(LOSS_LABELS[x] for x in losses)}: {name} = {target:.3g}", LOSS_COLORS[losses[0]])
     _zero(ax_push)
     # symlog: DPO's push decays towards 0 without reaching it, which a linear axis hides after ~50 steps
     ax_push.set_yscale("symlog", linthresh=1e-3)
@@ -100,6 +137,13 @@ def deterministic_preferences(sim):
     for ax in (ax_h, ax_kl, ax_push):
         ax.set_xlabel("step")
         ax.legend()
+    if many:
+        ax_h.set_title("where the margin stops")
+        if guides:  # room below the lowest guide for its label
+            low, high = ax_h.get_ylim()
+            ax_h.set_ylim(min(low, min(t for t, _ in guides) - 0.15 * (high - low)), high)
+        _outside_legend(fig, sim, (ax_h, ax_kl, ax_push),
+                        lambda loss: LOSS_LABELS[loss] + (f" (ε={sim.params['label_smoothing']:g})" if loss in ("cdpo", "exo", "robust") else ""))
     return finish(fig, _title(sim))
 
 
@@ -179,6 +223,16 @@ def likelihood_displacement(sim):
     for ax in (ax_p, ax_h, ax_d):
         ax.set_xlabel("step")
         ax.legend()
+    if len(sim.runs) > 2:
+        from matplotlib.lines import Line2D
+
+        _outside_legend(fig, sim, (ax_p, ax_h, ax_d), lambda loss: f"{LOSS_LABELS[loss]}: log π(y_c)")
+        first = LOSS_LABELS[next(iter(sim.runs))]
+        ax_p.legend(handles=[Line2D([], [], color="0.45", linestyle="--", label=f"{first}: log π(y_r)"),
+                             Line2D([], [], color="0.45", linestyle=":", label=f"{first}: log π(y_o)")])
+        ax_d.legend(handles=[Line2D([], [], color="0.3", label="observed"),
+                             Line2D([], [], color="0.3", marker="o", linestyle="none", markersize=3, markerfacecolor="none",
+                                    label="first order (exact as η→0)")])
     _features_panel(ax_f, sim)
     # the title says what this run did (the first loss's run)
     first = next(iter(sim.runs.values()))["logp_chosen"]
@@ -238,6 +292,13 @@ def noisy_labels(sim):
     for ax in (ax_acc, ax_w, ax_kl):
         ax.set_xlabel("step")
         ax.legend()
+    if len(sim.runs) > MANY:
+        from matplotlib.lines import Line2D
+
+        _outside_legend(fig, sim, (ax_acc, ax_w, ax_kl))
+        ax_w.legend(handles=[Line2D([], [], color="0.3", label="flipped pairs"),
+                             Line2D([], [], color="0.3", linestyle="--", label="clean pairs")])
+        ax_w.set_yscale("log")  # the weights of the bounded and the unbounded losses differ by decades
     flipped = sim.extra["flipped"]
     return finish(fig, _title(sim, f"; {flipped} of {sim.extra['pairs']} labels flipped"))
 
@@ -313,3 +374,186 @@ def trust_region(sim):
     ]
     fig.legend(handles=handles, loc="outside right center", frameon=False)
     return finish(fig, _title(sim, f"; {sim.extra['tokens']} tokens"))
+
+
+# --------------------------------------------------------------------------------------------- length-bias
+
+ADVANTAGE_LABELS = {"grpo": "GRPO", "dr_grpo": "Dr. GRPO", "rloo": "RLOO", "reinforce_baseline": "REINFORCE++-b"}
+AGG_COLORS = {"seq-mean-token-mean": COLORS[0], "token-mean": COLORS[1], "seq-mean-token-sum": COLORS[3],
+              "seq-mean-token-sum-norm": COLORS[2]}
+ADVANTAGE_STYLES = {"grpo": "-", "dr_grpo": "--", "rloo": "-.", "reinforce_baseline": ":"}
+LOSS_COLORS.update({f"{m}/{mode}": color for m in ADVANTAGE_LABELS for mode, color in AGG_COLORS.items()})
+
+
+def _rl_label(loss: str) -> str:
+    """"grpo/seq-mean-token-mean" -> "A: GRPO, seq-mean-token-mean"."""
+    method, mode = loss.split("/", 1)
+    return f"A: {ADVANTAGE_LABELS[method]}, {mode}"
+
+
+def _moving_mean(y, width: int):
+    y = np.asarray(y, dtype=np.float64)
+    out = np.cumsum(np.insert(y, 0, 0.0))
+    k = np.arange(1, len(y) + 1)
+    lo = np.maximum(k - width, 0)
+    return (out[k] - out[lo]) / (k - lo)
+
+
+def length_bias(sim):
+    """Lengths of wrong and correct answers per run, the push on the wrong answers' length logit (exact and measured),
+    and the exact push at the start for every estimator and mode."""
+    from matplotlib.lines import Line2D
+
+    fig, (ax_w, ax_c, ax_p, ax_bar) = _figure(4, width=3.4, height=3.3)
+    for loss in sim.runs:
+        label, dashes = _rl_label(loss), ADVANTAGE_STYLES[loss.split("/", 1)[0]]
+        _plot(ax_w, sim, loss, "length_wrong", linestyle=dashes, label=label)
+        _plot(ax_c, sim, loss, "length_correct", linestyle=dashes, label=label)
+        _plot(ax_p, sim, loss, "push_length_wrong_exact", linestyle=dashes, linewidth=1.8, label=label)
+        measured = _moving_mean(sim[loss]["push_length_wrong"], 20)
+        (line,) = ax_p.plot(sim.steps, measured, color=LOSS_COLORS[loss], linewidth=0.8, linestyle=":")
+        line.set_gid(f"measured:{loss}:push_length_wrong_mean20")  # not a recorded series
+    _zero(ax_p)
+    ax_w.set_title("wrong answers")
+    ax_w.set_ylabel("E[length | wrong] (tokens)")
+    ax_c.set_title("correct answers")
+    ax_c.set_ylabel("E[length | correct] (tokens)")
+    ax_p.set_title("push on the wrong answers' length")
+    ax_p.set_ylabel("−∂loss/∂ℓ_wrong per batch")
+    for ax in (ax_w, ax_c, ax_p):
+        ax.set_xlabel("step")
+    ax_w.legend()
+    handles = [Line2D([], [], color="0.3", linewidth=1.8, label="exact (every length)"),
+               Line2D([], [], color="0.3", linewidth=0.8, linestyle=":", label="measured, mean of 20 steps")]
+    ax_p.legend(handles=handles)
+
+    table = sim.extra["exact_table"]
+    methods = sorted({m for m, _ in table}, key=list(ADVANTAGE_LABELS).index)
+    modes = list(dict.fromkeys(mode for _, mode in table))
+    width = 0.8 / len(methods)
+    for j, method in enumerate(methods):
+        values = [table[(method, mode)] for mode in modes]
+        xs = np.arange(len(modes)) + (j - (len(methods) - 1) / 2) * width
+        bars = ax_bar.bar(xs, values, width=width * 0.9, color=COLORS[3 + j], label=f"A: {ADVANTAGE_LABELS[method]}")
+        for bar, mode in zip(bars, modes):
+            bar.set_gid(f"exact:{method}/{mode}")
+    _zero(ax_bar)
+    for x, mode in enumerate(modes):  # a bar of height 0 is invisible: say it
+        if all(table[(method, mode)] == 0 for method in methods):
+            ax_bar.text(x, 0, "0", ha="center", va="bottom", fontsize=8, color="0.25").set_gid(f"zero:{mode}")
+    names = {"seq-mean-token-mean": "seq-mean-\ntoken-mean", "token-mean": "token-\nmean",
+             "seq-mean-token-sum": "seq-mean-\ntoken-sum", "seq-mean-token-sum-norm": "seq-mean-\ntoken-sum-\nnorm"}
+    ax_bar.set_xticks(np.arange(len(modes)), labels=[names.get(m, m) for m in modes], fontsize=7)
+    ax_bar.set_title("exact push at the start, every mode")
+    ax_bar.set_ylabel("−E[∂loss/∂ℓ_wrong]")
+    ax_bar.legend()
+    extra = f"; {sim.extra['batch']} answers per step"
+    return finish(fig, _title(sim, extra))
+
+
+# --------------------------------------------------------------------------------------------- kl-estimators
+
+KL_LABELS = {"no-kl": "no KL term", "k1": "k1 in the loss", "k2": "k2 in the loss", "k3": "k3 in the loss",
+             "abs": "|d| in the loss", "k1+": "k1+ in the loss", "k3+": "k3+ in the loss",
+             "k1-in-reward": "k1 in the reward"}
+KL_COLORS = {"no-kl": "0.35", "k1": COLORS[0], "k2": COLORS[1], "k3": COLORS[2], "abs": COLORS[3], "k1+": COLORS[4],
+             "k3+": COLORS[5 % len(COLORS)], "k1-in-reward": COLORS[6 % len(COLORS)]}
+LOSS_COLORS.update(KL_COLORS)
+
+
+def kl_estimators(sim):
+    """π(y*) and KL(π‖π_ref) per run with the two optima, and the exact expected gradients of each estimator."""
+    fig, (ax_p, ax_kl, ax_g) = _figure(3, width=3.9, height=3.3)
+    for loss in sim.runs:
+        style = dict(color=KL_COLORS[loss], label=KL_LABELS[loss])
+        if loss == "no-kl":
+            style.update(linestyle="--")
+        _plot(ax_p, sim, loss, "p_rewarded", **style)
+        _plot(ax_kl, sim, loss, "kl", **style)
+    reverse, forward = float(sim.extra["reverse_optimum"][0]), float(sim.extra["forward_optimum"][0])
+    _guide_hline(ax_p, reverse, f"reverse-KL optimum {reverse:.3f}", KL_COLORS["k2"])
+    _guide_hline(ax_p, forward, f"forward-KL optimum {forward:.3f}", KL_COLORS["k3"])
+    ax_p.set_ylim(0, 1.12)
+    ax_p.set_title("probability of the rewarded action")
+    ax_p.set_ylabel("π(y*)")
+    ax_kl.set_title("distance from the reference")
+    ax_kl.set_ylabel("KL(π‖π_ref), exact")
+    for ax in (ax_p, ax_kl):
+        ax.set_xlabel("step")
+    ax_kl.legend()  # the middle of the KL panel is empty; in the first panel it would cover the curves at π(y*) ≈ 0.45
+
+    grads = sim.extra["grads"]
+    actions = np.arange(len(sim.extra["reverse_grad"]))
+    shown = [est for est in ("k1", "k2", "k3") if est in grads]
+    width = 0.8 / len(shown)
+    for j, est in enumerate(shown):
+        xs = actions + (j - (len(shown) - 1) / 2) * width
+        zero = " = 0" if np.abs(grads[est]).max() < 1e-12 else ""  # a bar of height 0 is invisible: say it
+        bars = ax_g.bar(xs, grads[est], width=width * 0.9, color=KL_COLORS[est], label=f"E[∇{est}]{zero}")
+        for bar, action in zip(bars, actions):
+            bar.set_gid(f"expected:{est}:{action}")
+    centre = {est: (j - (len(shown) - 1) / 2) * width for j, est in enumerate(shown)}
+    (line,) = ax_g.plot(actions + centre.get("k2", 0.0), sim.extra["reverse_grad"], "o", color="k", markersize=5,
+                        markerfacecolor="none", markeredgewidth=1.2, label="∇KL(π‖π_ref)")
+    line.set_gid("closed:reverse")
+    (line,) = ax_g.plot(actions + centre.get("k3", 0.0), sim.extra["forward_grad"], "x", color="k", markersize=6,
+                        label="∇KL(π_ref‖π)")
+    line.set_gid("closed:forward")
+    _zero(ax_g)
+    ax_g.set_xticks(actions, labels=["y*"] + [f"y{k}" for k in actions[1:]])
+    ax_g.set_title("expected gradients at π = π_ref·exp(r/β)/Z")
+    ax_g.set_xlabel("logit θ_y")
+    ax_g.set_ylabel("Σ_y π(y)·∇k(y)")
+    ax_g.legend()
+    return finish(fig, _title(sim))
+
+
+def length(sim):
+    """What the loss sees at each length, DPO's margins over training, and each length's share of the push."""
+    from matplotlib.lines import Line2D
+
+    fig, (ax_end, ax_steps, ax_share) = _figure(3, height=3.3)
+    lengths = list(sim.extra["lengths"])
+    shades = {n: COLORS[k % len(COLORS)] for k, n in enumerate(lengths)}
+    for loss, run in sim.runs.items():
+        color, label = LOSS_COLORS.get(loss, "k"), LOSS_LABELS.get(loss, loss)
+        marker = {"ln-dpo": "s", "simpo": "^", "ln-ipo": "D"}.get(loss, "o")
+        (line,) = ax_end.plot(lengths, [run[f"seen_L{n}"][-1] for n in lengths], marker=marker, color=color, label=label,
+                              markerfacecolor="none" if loss == "simpo" else color)
+        line.set_gid(f"final:{loss}:seen")
+        (line,) = ax_share.plot(lengths, [run[f"share_L{n}"][0] for n in lengths], "o--", color=color,
+                                markerfacecolor="none", label=f"{label}: step 0")
+        line.set_gid(f"start:{loss}:share")
+        (line,) = ax_share.plot(lengths, [run[f"share_L{n}"][-1] for n in lengths], "o-", color=color,
+                                label=f"{label}: step {len(sim.steps) - 1}")
+        line.set_gid(f"final:{loss}:share")
+    styles = {loss: style for loss, style in zip(sim.runs, ("-", "--", ":", "-."))}
+    for loss in list(sim.runs)[:2]:  # two losses over the steps, one line per length
+        for n in lengths:
+            # the sigmoid's weight σ(−z) on the pair (for IPO-like losses z is not a sigmoid's argument: not drawn)
+            if loss in ("ln-ipo", "ipo"):
+                continue
+            weight = 1.0 / (1.0 + np.exp(np.asarray(sim[loss][f"seen_L{n}"])))
+            (line,) = ax_steps.plot(sim.steps, weight, color=shades[n], linestyle=styles[loss])
+            line.set_gid(f"weight:{loss}:L{n}")  # computed from the series seen_L<n>
+    _zero(ax_end)
+    ax_share.axhline(1 / len(lengths), color="0.6", linewidth=0.8, linestyle=(0, (4, 3))).set_gid("guide:uniform")
+    for ax in (ax_end, ax_share):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(lengths, labels=[str(n) for n in lengths])
+        ax.minorticks_off()
+        ax.set_xlabel("response length L (tokens)")
+    ax_end.set_title(f"what the loss sees after {len(sim.steps) - 1} steps")
+    ax_end.set_ylabel("argument of the loss's sigmoid")
+    ax_end.legend()
+    ax_steps.set_title("how hard each pair still pulls")
+    ax_steps.set_xlabel("step")
+    ax_steps.set_yscale("log")
+    ax_steps.set_ylabel("σ(−argument), the pair's weight")
+    handles = [Line2D([], [], color=shades[n], label=f"L = {n}") for n in lengths]
+    handles += [Line2D([], [], color="0.3", linestyle=styles[loss], label=LOSS_LABELS.get(loss, loss)) for loss in list(sim.runs)[:2]]
+    ax_steps.legend(handles=handles, ncol=2)
+    ax_share.set_title("each length's share of the push")
+    ax_share.set_ylabel("share of the push on y_c's tokens")
+    ax_share.legend()
+    return finish(fig, _title(sim))

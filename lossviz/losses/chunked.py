@@ -26,6 +26,15 @@ weight, and they form the logits one chunk at a time: ``z_c = h_c W^T``. The gra
 approach of Liger-Kernel's fused linear losses, written here in plain torch, so it also runs
 on CPU.
 
+**In-place backward** (``in_place=True`` of :func:`chunked_gptlm_loss` and
+:func:`chunked_kd_loss`, opt-in): the gradient is written into the logits' own storage, chunk by
+chunk, as Liger-Kernel's cross-entropy does, so the extra memory is about one chunk of
+temporaries instead of a logits-sized gradient. The logits then hold the gradient and may not be
+used again: every lossviz chunked loss refuses them with a clear error (checked with the tensor's
+version counter), torch refuses a backward through any other graph node that saved them, and
+the backward of the loss itself refuses if they were modified after the forward pass. Any other
+reading of them (``logits.argmax()``) cannot be intercepted: read what you need first.
+
 The backward of these functions runs once; a second backward through the same graph
 (``retain_graph=True``) raises a clear error, because the stored gradient has already been
 scaled in place.
@@ -33,6 +42,7 @@ scaled in place.
 
 from __future__ import annotations
 
+import weakref
 from typing import Optional
 
 import torch
@@ -129,50 +139,147 @@ class ChunkedCrossEntropy(torch.autograd.Function):
     """Mean NLL over rows of ``logits2d`` (N, V) whose target is not -100."""
 
     @staticmethod
-    def forward(ctx, logits2d: torch.Tensor, targets: torch.Tensor, chunk_size: int):
+    def forward(ctx, logits2d: torch.Tensor, targets: torch.Tensor, chunk_size: int, in_place: bool = False):
         dtype = compute_dtype(logits2d)
         keep_all = targets != IGNORE_INDEX
         denom = keep_all.sum().clamp(min=1).to(dtype)
         want_grad = ctx.needs_input_grad[0]
-        grad = torch.empty_like(logits2d) if want_grad else None
+        grad = (logits2d if in_place else torch.empty_like(logits2d)) if want_grad else None
         total = torch.zeros((), dtype=dtype, device=logits2d.device)
         for start in range(0, logits2d.shape[0], chunk_size):
             end = start + chunk_size
             out = grad[start:end] if want_grad else None
             total += _ce_chunk(logits2d[start:end].to(dtype), targets[start:end], keep_all[start:end], denom, out)
-        ctx.save_for_backward(grad)
+        _remember_in_place(ctx, logits2d, in_place and want_grad)
+        ctx.save_for_backward(None if ctx.in_place else grad)
         return total / denom
 
     @staticmethod
     def backward(ctx, grad_output):
         _Consumed.check(ctx)
         (grad,) = ctx.saved_tensors
-        return _scale(grad, grad_output), None, None
+        if ctx.in_place:
+            grad = _in_place_gradient(ctx)
+        return _scale(grad, grad_output), None, None, None
 
 
 class ChunkedDistillation(torch.autograd.Function):
     """``-Σ_t keep_t Σ_v q log p / Σ keep`` over rows of (N, V) student and teacher logits."""
 
     @staticmethod
-    def forward(ctx, logits2d: torch.Tensor, teacher2d: torch.Tensor, keep: torch.Tensor, chunk_size: int):
+    def forward(ctx, logits2d: torch.Tensor, teacher2d: torch.Tensor, keep: torch.Tensor, chunk_size: int, in_place: bool = False):
         dtype = torch.promote_types(compute_dtype(logits2d), compute_dtype(teacher2d))
         denom = keep.sum().clamp(min=1).to(dtype)
         want_z, want_t = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        grad_z = torch.empty_like(logits2d) if want_z else None
+        grad_z = (logits2d if in_place else torch.empty_like(logits2d)) if want_z else None
         grad_t = torch.empty_like(teacher2d) if want_t else None
         total = torch.zeros((), dtype=dtype, device=logits2d.device)
         for start in range(0, logits2d.shape[0], chunk_size):
             end = start + chunk_size
             total += _kd_chunk(logits2d[start:end].to(dtype), teacher2d[start:end].to(dtype), keep[start:end], denom,
                                grad_z[start:end] if want_z else None, grad_t[start:end] if want_t else None)
-        ctx.save_for_backward(grad_z, grad_t)
+        _remember_in_place(ctx, logits2d, in_place and want_z)
+        ctx.save_for_backward(None if ctx.in_place else grad_z, grad_t)
         return -total / denom
 
     @staticmethod
     def backward(ctx, grad_output):
         _Consumed.check(ctx)
         grad_z, grad_t = ctx.saved_tensors
-        return _scale(grad_z, grad_output), _scale(grad_t, grad_output), None, None
+        if ctx.in_place:
+            grad_z = _in_place_gradient(ctx)
+        return _scale(grad_z, grad_output), _scale(grad_t, grad_output), None, None, None
+
+
+# storage address -> (weak reference to the overwritten logits, their version right after the loss wrote them)
+_OVERWRITTEN: dict = {}
+
+
+def _remember_in_place(ctx, logits2d: torch.Tensor, in_place: bool) -> None:
+    ctx.in_place = in_place
+    if in_place:
+        ctx.logits = logits2d  # not through save_for_backward: its version has moved on on purpose
+        ctx.version = logits2d._version
+        for key in [k for k, (r, _) in _OVERWRITTEN.items() if r() is None]:
+            del _OVERWRITTEN[key]
+        base = logits2d._base if logits2d._base is not None else logits2d  # lives as long as any view of it
+        _OVERWRITTEN[logits2d.untyped_storage().data_ptr()] = (weakref.ref(base), logits2d._version)
+
+
+def _in_place_gradient(ctx) -> torch.Tensor:
+    logits2d = ctx.logits
+    if logits2d._version != ctx.version:
+        raise RuntimeError(
+            "logits: modified after the in-place chunked loss wrote its gradient into them (in_place=True); "
+            "the gradient is lost. Leave the logits untouched until backward, or use in_place=False"
+        )
+    del ctx.logits
+    return logits2d
+
+
+def check_not_overwritten(name: str, x: torch.Tensor) -> None:
+    """Refuse a tensor whose storage an in-place chunked loss has overwritten with its gradient."""
+    entry = _OVERWRITTEN.get(x.untyped_storage().data_ptr()) if x.device.type != "meta" else None
+    if entry is None:
+        return
+    ref, version = entry
+    alive = ref()
+    if alive is None or alive.untyped_storage().data_ptr() != x.untyped_storage().data_ptr():
+        return
+    if x._version >= version:
+        raise RuntimeError(
+            f"{name}: these logits were overwritten by an in-place chunked loss (in_place=True) and now hold "
+            "its gradient; compute the logits again, or call that loss with in_place=False"
+        )
+
+
+def _in_place_view(name: str, logits: torch.Tensor) -> torch.Tensor:
+    if not logits.is_contiguous():
+        raise ValueError(f"{name} must be contiguous for in_place=True (the gradient is written into its storage)")
+    return logits.view(-1, logits.shape[-1])
+
+
+def chunked_gptlm_loss(logits: torch.Tensor, labels: torch.Tensor, chunk_size: int = DEFAULT_CHUNK, *,
+                       in_place: bool = False) -> torch.Tensor:
+    """``GPTLMLoss(chunk_size=chunk_size)(logits, labels)``; ``in_place=True`` writes the gradient into ``logits``.
+
+    Extra memory with ``in_place=True``: about one chunk of ``[chunk_size, vocab]`` temporaries
+    (none logits-sized). The logits hold the gradient afterwards and may not be used again.
+    """
+    from .sft import _check_logits_and_labels
+
+    check_chunk_size(chunk_size)
+    if not isinstance(in_place, bool):
+        raise TypeError(f"in_place must be a bool, got {type(in_place).__name__}")
+    _check_logits_and_labels(logits, labels, "labels")
+    check_not_overwritten("logits", logits)
+    check_class_labels("labels", labels, logits.shape[-1])
+    flat = _in_place_view("logits", logits) if in_place else logits.reshape(-1, logits.shape[-1])
+    return ChunkedCrossEntropy.apply(flat, shifted_targets(labels), chunk_size or DEFAULT_CHUNK, in_place)
+
+
+def chunked_kd_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, label: torch.Tensor,
+                    chunk_size: int = DEFAULT_CHUNK, *, in_place: bool = False) -> torch.Tensor:
+    """``KDLoss(chunk_size=chunk_size)(logits, teacher_logits, label)``; ``in_place=True`` writes the student's gradient into ``logits``.
+
+    The teacher's logits are never overwritten (a teacher that requires a gradient gets a
+    separate buffer, as without ``in_place``).
+    """
+    from .sft import _check_logits_and_labels
+
+    check_chunk_size(chunk_size)
+    if not isinstance(in_place, bool):
+        raise TypeError(f"in_place must be a bool, got {type(in_place).__name__}")
+    _check_logits_and_labels(logits, label, "label")
+    check_tensor("teacher_logits", teacher_logits)
+    if teacher_logits.shape != logits.shape:
+        raise ValueError(f"teacher_logits must have the shape of logits {tuple(logits.shape)}, got {tuple(teacher_logits.shape)}")
+    check_not_overwritten("logits", logits)
+    check_not_overwritten("teacher_logits", teacher_logits)
+    vocab = logits.shape[-1]
+    flat = _in_place_view("logits", logits) if in_place else logits.reshape(-1, vocab)
+    keep = (label != IGNORE_INDEX).reshape(-1)
+    return ChunkedDistillation.apply(flat, teacher_logits.reshape(-1, vocab), keep, chunk_size or DEFAULT_CHUNK, in_place)
 
 
 class FusedLinearCrossEntropy(torch.autograd.Function):

@@ -43,10 +43,35 @@ CUTS: Dict[str, Dict[str, object]] = {
 }
 CUTS["cdpo"] = CUTS["ipo"] = CUTS["vanilla-kto"] = CUTS["dpo"]
 CUTS["logexp"] = CUTS["pairwise"]
+# the DPO loss types of the margin alone, and RPO, on DPO's cut; those that treat the two log-ratios apart on the
+# margin split evenly (ρ_c = h/2, ρ_r = -h/2); the reference-free ones with the rejected log-prob at 0
+MARGIN_TYPES = ("dpo-robust", "dpo-hinge", "dpo-exo", "dpo-discopop", "dpo-ln", "rpo")
+SPLIT_TYPES = ("dpo-nca", "dpo-bco", "dpo-sppo", "dpo-apo-zero", "dpo-apo-down")
+for _name in MARGIN_TYPES:
+    CUTS[_name] = CUTS["dpo"]
+for _name in SPLIT_TYPES:
+    CUTS[_name] = {"policy_chosen_logps": X / 2, "policy_rejected_logps": -X / 2, "reference_chosen_logps": 0, "reference_rejected_logps": 0}
+CUTS["simpo"] = CUTS["cpo"] = {"policy_chosen_logps": X, "policy_rejected_logps": 0}
+CUTS["kto-apo-zero"] = {"policy_chosen_logps": X, "reference_chosen_logps": 0, "policy_rejected_logps": X, "reference_rejected_logps": 0}
+CUTS["gkd"] = CUTS["kd"]  # the distillation family on one logit axis
+#: entries drawn in the panel of another entry's axis (the same cut, the same x)
+SHARED_AXIS = {"gkd": "kd"}
+# the policy losses on PPO's ratio axis: log r with A = 1 (for the sequence losses every token at the same log r, so
+# the sequence ratio is r); CISPO stays on its own axis (its gradient is not the slope of its value along r)
+POLICY_TYPES = ("dapo", "sapo", "gpg", "gspo", "gmpo")
+for _name in ("dapo", "sapo", "gpg"):
+    CUTS[_name] = CUTS["ppo-policy"]
+for _name in ("gspo", "gmpo"):
+    CUTS[_name] = {**{f"{v}_{t}": (X if v == "log_probs" else 0) for v in ("log_probs", "old_log_probs") for t in range(3)}, "advantages": 1}
+SHARED_AXIS.update({name: "ppo-policy" for name in POLICY_TYPES})
 AXIS_NAMES = {
     "basics": "x", "gptlm": "z_0", "kd": "z_0", "dpo": "h", "cdpo": "h", "ipo": "h", "vanilla-kto": "Δ_c", "kto": "Δ (z = 0)",
     "ppo-policy": "log r (A = 1)", "ppo-value": "v - R", "pairwise": "Δ", "logexp": "Δ", "prm": "d",
 }
+AXIS_NAMES.update({name: "h" for name in MARGIN_TYPES + SPLIT_TYPES})
+AXIS_NAMES.update({"dpo-ln": "π^c", "simpo": "π^c", "cpo": "π^c", "kto-apo-zero": "Δ", "gkd": "z_0"})
+AXIS_NAMES.update({"dapo": "log r (A = 1)", "sapo": "log r (A = 1)", "gpg": "log π (A = 1)", "gspo": "log r of every token (A = 1)",
+                   "gmpo": "log r of every token (A = 1)"})
 
 
 REWARD = "reward"
@@ -56,9 +81,16 @@ REWARD_SCALE = {
     "vanilla-kto": lambda p: float(p["beta"]), "kto": lambda p: float(p["beta"]),
     "pairwise": lambda p: 1.0, "logexp": lambda p: 1.0,
 }
+REWARD_SCALE.update({name: (lambda p: float(p["beta"])) for name in MARGIN_TYPES + SPLIT_TYPES + ("cpo", "kto-apo-zero")})
+# per-token margins: π^c moves by L_c nats per nat of mean log-prob
+REWARD_SCALE.update({name: (lambda p: float(p["beta"]) / float(p["chosen_length"])) for name in ("dpo-ln", "simpo")})
 # the reward margin each entry is drawn at (mathtext: legends and titles are read as formulas)
 REWARD_NAMES = {"dpo": r"$\beta h$", "cdpo": r"$\beta h$", "ipo": r"$\beta h$", "vanilla-kto": r"$\beta h$ ($\Delta_r = 0$)",
                 "kto": r"$\beta(\Delta - z)$, $z = 0$", "pairwise": r"$r_c - r_r$", "logexp": r"$r_c - r_r$"}
+REWARD_NAMES.update({name: r"$\beta h$" for name in MARGIN_TYPES})
+REWARD_NAMES.update({name: r"$\beta h$, $\rho_c = -\rho_r = h/2$" for name in SPLIT_TYPES})
+REWARD_NAMES.update({"dpo-ln": r"$\beta(\rho_c/L_c - \rho_r/L_r)$", "simpo": r"$\beta(\pi^c/L_c - \pi^r/L_r)$", "cpo": r"$\beta(\pi^c - \pi^r)$",
+                     "kto-apo-zero": r"$\beta\Delta$"})
 IPO_SPAN = 3.0  # IPO alone in its panel is drawn over its target ± this many nats of margin
 AXIS_LABELS = {
     REWARD: r"reward margin $u$ (nats): $\beta h$ for the DPO family, $\beta(\Delta - z)$ for KTO, $r_c - r_r$ for reward models",
@@ -71,7 +103,7 @@ DWARF = 20.0  # a curve whose peak is this many times the others' gets its own p
 
 
 def _axis_of(name: str) -> str:
-    return REWARD if name in REWARD_SCALE else name
+    return REWARD if name in REWARD_SCALE else SHARED_AXIS.get(name, name)
 
 
 def _curve(card, params, u):

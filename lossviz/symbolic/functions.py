@@ -36,8 +36,9 @@ class Sigmoid(sp.Function):
     def _eval_evalf(self, prec):
         return self._eval_rewrite_as_exp(*self.args)._eval_evalf(prec)
 
-    def _latex(self, printer):
-        return r"\sigma\left(%s\right)" % printer._print(self.args[0])
+    def _latex(self, printer, exp=None):  # exp: the power sympy's printer puts on σ(x)^n
+        tex = r"\sigma\left(%s\right)" % printer._print(self.args[0])
+        return tex if exp is None else r"%s^{%s}" % (tex, exp)
 
 
 class LogSigmoid(sp.Function):
@@ -60,8 +61,9 @@ class LogSigmoid(sp.Function):
     def _eval_evalf(self, prec):
         return self._eval_rewrite_as_exp(*self.args)._eval_evalf(prec)
 
-    def _latex(self, printer):
-        return r"\log\sigma\left(%s\right)" % printer._print(self.args[0])
+    def _latex(self, printer, exp=None):
+        tex = r"\log\sigma\left(%s\right)" % printer._print(self.args[0])
+        return tex if exp is None else r"\left(%s\right)^{%s}" % (tex, exp)
 
 
 class LogSumExp(sp.Function):
@@ -79,8 +81,9 @@ class LogSumExp(sp.Function):
     def _eval_evalf(self, prec):
         return self._eval_rewrite_as_exp(*self.args)._eval_evalf(prec)
 
-    def _latex(self, printer):
-        return r"\operatorname{LSE}\left(%s\right)" % ", ".join(printer._print(a) for a in self.args)
+    def _latex(self, printer, exp=None):
+        tex = r"\operatorname{LSE}\left(%s\right)" % ", ".join(printer._print(a) for a in self.args)
+        return tex if exp is None else r"%s^{%s}" % (tex, exp)
 
 
 STABLE_FUNCTIONS = (Sigmoid, LogSigmoid, LogSumExp)
