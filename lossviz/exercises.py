@@ -54,7 +54,7 @@ _STUDENT, _TEACHER = (0.5, -1.0, 2.0), (1.0, 0.0, -1.0)
 
 def _kl():
     """KL(q‖p) = CE(q, p) - H(q): the KD card's loss (the cross-entropy) minus the teacher entropy."""
-    d = _derive("kd")
+    d = _derive("kd", temperature=1.0)  # τ = 1: the plain cross-entropy of notebook 01
     values = {f"logits_{k}": v for k, v in enumerate(_STUDENT)} | {f"teacher_logits_{k}": v for k, v in enumerate(_TEACHER)}
     z = sum(math.exp(t) for t in _TEACHER)
     q = [math.exp(t) / z for t in _TEACHER]

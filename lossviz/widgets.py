@@ -99,12 +99,24 @@ class Declared:
         return None if window is None else window.on
 
 
+def _other_cases_variables(card: Card, present) -> set:
+    """The variables the card has in some case but not in ``present`` (a Hold may name them: it does nothing there)."""
+    found = set()
+    for prm in card.params:
+        for choice in (prm.choices or ()):
+            try:
+                found |= set(card.variables(card.resolve({prm.name: choice})))
+            except CardError:  # a combination the card refuses on its own
+                continue
+    return found - set(present)
+
+
 def _knob_default(card: Card, knob, cut: Mapping[str, sp.Expr]) -> float:
     """A Hold starts at the axis's value of its variable (or its own default); a Point at its default."""
     if isinstance(knob, Hold):
-        # a Hold of several variables may name some that only other cases have (kl-estimators' detached copies of k1+/k3+)
-        missing = [v for v in knob.held if v not in cut]
-        if len(missing) == len(knob.held):
+        # a Hold may name variables that only other cases have (kl-estimators' detached copies of k1+/k3+)
+        missing = [v for v in knob.held if v not in cut and v not in _other_cases_variables(card, cut)]
+        if missing:
             raise CardError(f"{card.name}: the control {knob.name!r} holds {missing[0]!r}, which is not on the axis; variables: {', '.join(cut)}")
     if isinstance(knob, Hold) and knob.default is None:
         value = cut.get(knob.held[0])
@@ -242,9 +254,10 @@ class _Lowered:
         self.slider_of = {s: n for n, s in self.symbol_of.items()}
         cut = dict(spec.cut)
         for hold in declared.holds:
+            others = _other_cases_variables(card, d.symbols)
             for variable in hold.held:
-                if variable not in cut and variable not in d.symbols and any(v in cut for v in hold.held):
-                    continue  # a copy only other cases have (kl-estimators' detached copies of k1+/k3+)
+                if variable not in cut and variable in others:
+                    continue  # a variable only other cases have (kl-estimators' detached copies of k1+/k3+)
                 if variable not in cut:
                     raise CardError(f"{card.name}: the control {hold.name!r} holds {variable!r}, which is not on the axis; "
                                     f"variables: {', '.join(cut)}")
@@ -534,6 +547,7 @@ class Explorer:
         # min_width 0: the flex column may not grow to the widest formula; each formula scrolls on its own
         self.latex_view = w.HTMLMath(layout=w.Layout(width="100%", min_width="0", max_width="100%", overflow="hidden"))
         self.latex_view.add_class("lossviz-latex")
+        self._text_width = width  # the formulas' own width: a definite max-width lets a long one scroll, not run off the page
         self._latex_cache: Dict[tuple, str] = {}
         self._latex_timer = None
         self.latex_delay = 0.25  # seconds a slider rests before a new value's LaTeX is printed (0: at once)
@@ -804,8 +818,8 @@ class Explorer:
                 # a long formula scrolls inside its own cell instead of widening the table past the output
                 shown = f"<div style='max-width:330px;overflow-x:auto;white-space:nowrap'>{shown}</div>"
             # a long fact name may wrap anywhere (overflow-wrap: anywhere counts in the table's minimum width), never
-            # widening the table past the output
-            rows.append(f"<tr><td style='padding-right:8px;overflow-wrap:anywhere'><code>{html.escape(f['name'])}</code></td>"
+            # widening the table past the output; 150 px keeps a name of up to ~18 characters on one line
+            rows.append(f"<tr><td style='padding-right:8px;overflow-wrap:anywhere;min-width:150px'><code>{html.escape(f['name'])}</code></td>"
                         f"<td style='text-align:right;padding-right:8px;white-space:nowrap'>{shown}</td><td>{html.escape(f['doc'])}</td></tr>")
         if not rows:
             return "<i>no facts for this entry</i>"
@@ -833,10 +847,12 @@ class Explorer:
         fixed = [f"${names.get(v, v)}$ = {value:g}" for v, value in low.axis_fixed.items() if d.symbols[v].name in formula_symbols]
         if fixed:
             at += ("; " if at else "") + f"the figure's axis also holds {', '.join(fixed)}"
-        head = f"<div>loss and gradient (sympy) at {at}:</div>" if at else "<div>loss and gradient (sympy):</div>"
+        # the width of the figure, in pixels: inside the flex column a percentage would follow the widest formula
+        box = f"max-width:{self._text_width}px"
+        head = f"<div style='{box}'>loss and gradient (sympy) at {at}:</div>" if at else f"<div style='{box}'>loss and gradient (sympy):</div>"
         # left-aligned, one formula per line; a long Piecewise scrolls sideways instead of being cut
-        line = "<div style='overflow-x:auto;white-space:nowrap;padding:3px 0'>$\\displaystyle {}$</div>"
-        note = f"<div style='font-size:90%'>{html.escape(low.guard_note)}</div>" if low.guard_note else ""
+        line = f"<div style='overflow-x:auto;white-space:nowrap;padding:3px 0;{box}'>$\\displaystyle {{}}$</div>"
+        note = f"<div style='font-size:90%;{box}'>{html.escape(low.guard_note)}</div>" if low.guard_note else ""
         return head + line.format(rf"\mathcal{{L}} = {loss}") + line.format(rf"{symbol} = {grad}") + note
 
     def _changed(self, change):

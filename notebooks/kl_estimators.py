@@ -94,7 +94,8 @@ gradient are different properties.
 
 The explorer below draws each estimator and its gradient in d = log π − log π_ref; its facts give the
 expected gradient of the term on a 3-action tabular policy, derived by sympy. Pick `k1+` or `k3+`: the
-curve on the left is k1's or k3's, the gradient on the right is k2's."""),
+explorer moves log π with the detached value held (at sg(log π) = 1, what autograd sees), so the curve is
+k2's parabola shifted to take k1's or k3's value there, and the gradient on the right is k2's, d."""),
         new_code_cell("""lossviz.explore("kl-estimators")"""),
 
         new_markdown_cell("""## 3 · Placement: in the reward or in the loss

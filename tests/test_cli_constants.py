@@ -44,6 +44,7 @@ CONSTANTS = {
 }
 DETACHED = {"kto": {"policy_KL_logps", "reference_KL_logps"}}
 DETACHED["cispo"] = {"old_log_probs", "log_probs_detached"}  # read only inside CISPO's detached weight
+DETACHED["kl-estimators"] = {"log_probs_detached", "log_probs_base_detached"}  # k1+ / k3+: read only inside the detached value
 
 
 def cases(card):

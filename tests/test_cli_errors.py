@@ -46,8 +46,8 @@ def here(tmp_path, monkeypatch):
 @pytest.mark.parametrize("argv,flag", [
     (["plot", "basics", "--beta", "1"], "--beta"),
     (["derive", "basics", "--beta", "1"], "--beta"),
-    (["plot", "kd", "--temperature", "2"], "--temperature"),
-    (["derive", "kd", "--temperature=2"], "--temperature"),
+    (["plot", "gpg", "--clip-eps", "0.2"], "--clip-eps"),
+    (["derive", "gpg", "--clip-eps=0.2"], "--clip-eps"),
 ])
 def test_a_flag_on_an_entry_without_parameters(capsys, here, argv, flag):
     line = refused(capsys, *argv, naming=flag)

@@ -175,24 +175,42 @@ POLICY_CASES = [dict(policy_loss_type=t) for t in L.POLICY_LOSS_TYPES] + [
 
 
 @pytest.mark.parametrize("case", POLICY_CASES, ids=_id)
-@pytest.mark.parametrize("chunk", [3])
-def test_fused_policy_every_type_and_aggregation_equals_unfused(case, chunk):
+@pytest.mark.parametrize("mode,chunk", [("recompute", 3), ("single", 2), ("auto", "auto")])
+def test_fused_policy_every_type_and_aggregation_equals_unfused(case, mode, chunk):
     h, w, b, _, _, y = make(6)
     y[3, 2:] = -100  # a fully masked sequence
     gen = torch.Generator().manual_seed(7)
     old = unfused_token_logps(h, w, b, y).detach() + 0.3 * torch.randn(y.shape, generator=gen, dtype=torch.float64)
     adv = torch.randn(y.shape[0], 1, generator=gen, dtype=torch.float64)
     la, lb = leaves(h, w, b), leaves(h, w, b)
-    got = L.FusedLinearPolicyLoss(chunk_size=chunk, **case)(la[0], la[1], y, old, adv, la[2])
+    fused_loss = L.FusedLinearPolicyLoss(chunk_size=chunk, mode=mode, **case)
+    got = fused_loss(la[0], la[1], y, old, adv, la[2])
+    assert fused_loss.last_schedule == {"recompute": ("recompute", 3), "single": ("single", 2), "auto": ("single", 6)}[mode]
     mask = torch.cat((y[:, 1:] != -100, torch.zeros_like(y[:, :1], dtype=torch.bool)), 1)
     want = L.PolicyLoss(**case)(unfused_token_logps(*lb, y), old, adv, mask)
     compare(got, want, la, lb)
 
 
-def test_fused_policy_refuses_single_pass():
-    with pytest.raises(ValueError, match="mode='single'"):
-        h, w, b, _, _, y = make(6)
-        L.FusedLinearPolicyLoss(mode="single")(h, w, y, torch.zeros(y.shape, dtype=torch.float64), torch.zeros(6, 1, dtype=torch.float64))
+def test_fused_policy_single_pass_returns_the_metrics_of_the_whole_batch():
+    h, w, b, _, _, y = make(23)
+    gen = torch.Generator().manual_seed(24)
+    old = unfused_token_logps(h, w, b, y).detach() + 0.3 * torch.randn(y.shape, generator=gen, dtype=torch.float64)
+    adv = torch.randn(y.shape[0], 1, generator=gen, dtype=torch.float64)
+    la, lb = leaves(h, w, b), leaves(h, w, b)
+    got = L.FusedLinearPolicyLoss(mode="single", chunk_size=1)(la[0], la[1], y, old, adv, la[2], return_metrics=True)
+    mask = torch.cat((y[:, 1:] != -100, torch.zeros_like(y[:, :1], dtype=torch.bool)), 1)
+    want = L.PolicyLoss()(unfused_token_logps(*lb, y), old, adv, mask, return_metrics=True)
+    assert isinstance(got, tuple) and len(got) == len(want)
+    close(got[0], want[0], "loss")
+    for g, w_ in zip(got[1:], want[1:]):
+        assert type(g) is type(w_)
+        if isinstance(w_, torch.Tensor):
+            close(g, w_, "metric")
+        elif isinstance(w_, dict):
+            assert g.keys() == w_.keys()
+            for key in w_:
+                close(torch.as_tensor(g[key]), torch.as_tensor(w_[key]), f"metric {key}")
+    compare(got[0], want[0], la, lb)
 
 
 # ----------------------------------------------------------------------------- GKD / JSD
@@ -248,12 +266,13 @@ def test_half_precision_within_tolerance(half):
 
 def test_auto_chunk_size_follows_the_memory_budget():
     assert fused.DEFAULT_MEMORY_BUDGET == 64 * 2**20
-    assert fused.auto_chunk_rows(32000, torch.float32) == 64 * 2**20 // (2 * 32000 * 4) == 262
-    assert fused.auto_chunk_rows(32000, torch.bfloat16) == 262  # half is computed in float32
-    assert fused.auto_chunk_rows(32000, torch.float64) == 131
+    assert fused.auto_chunk_rows(32000, torch.float32) == 64 * 2**20 // (32000 * 4) == 524  # one float32 chunk
+    # half: the float32 chunk plus its bfloat16 matmul output, 6 bytes per entry
+    assert fused.auto_chunk_rows(32000, torch.bfloat16) == 64 * 2**20 // (32000 * 6) == 349
+    assert fused.auto_chunk_rows(32000, torch.float64) == 262
     assert fused.auto_chunk_rows(10**9, torch.float32, 1) == 1
     h, w, b, rh, rw, y = make(12, rows=4, steps=8, hidden=4, vocab=100)
-    budget_one_pair = 2 * 100 * 8 * 16  # rows = 16 = one pair of 2 x 8 rows
+    budget_one_pair = 100 * 8 * 16  # rows = 16 = one pair of 2 x 8 rows, one float64 chunk
     loss = L.FusedLinearDPOLoss(0.1, memory_budget=budget_one_pair)
     loss(h, w, y, rh, rw)
     assert loss.last_schedule == ("single", 1)
@@ -264,6 +283,15 @@ def test_auto_chunk_size_follows_the_memory_budget():
     loss = L.FusedLinearDPOLoss(0.1, memory_budget=budget_one_pair // 2)  # float32 items are half the size
     loss(h32, w.float(), y, rh32, rw.float())
     assert loss.last_schedule == ("single", 1)
+    # "auto": chunks sized by 64 MiB; one group may be single-pass up to the weight's size (H x V entries)
+    loss = L.FusedLinearDPOLoss(0.1)
+    assert loss.memory_budget == "auto"
+    loss(h, w, y, rh, rw)
+    assert loss.last_schedule == ("single", 2)  # 64 MiB holds both pairs
+    assert loss._schedule(1, 2049, 32000, torch.float32, 2048) == ("recompute", 524)  # 2049 rows > H = 2048
+    assert loss._schedule(4, 2048, 32000, torch.float32, 2048) == ("single", 1)  # one pair as large as the weight
+    assert loss._schedule(4, 2048, 128000, torch.float32, 2048) == ("single", 1)
+    assert L.FusedLinearDPOLoss(0.1, memory_budget=64 * 2**20)._schedule(4, 2048, 32000, torch.float32, 2048) == ("recompute", 524)
 
 
 class _LargestLogits:
@@ -401,3 +429,57 @@ def test_fused_policy_with_reference_kl_equals_unfused(estimator, agg):
     k = {"k1": d, "k2": 0.5 * d ** 2, "k3": torch.exp(-d) - 1 + d}[estimator]
     want = L.PolicyLoss(loss_agg_mode=agg)(lp, old, adv, mask) + 0.04 * L.agg_loss(k, mask, agg)
     compare(got, want, la, lb)
+
+
+@pytest.mark.parametrize("chunk", [1, 4])
+def test_module_in_place_hook_equals_the_plain_modules(chunk):
+    """GPTLMLoss / KDLoss(chunk_size=..., in_place=True) against an independent float64 formula."""
+    z, t, y = _logits(21)
+    nxt = torch.cat((y[:, 1:], torch.full_like(y[:, :1], -100)), dim=1)
+    keep = nxt != -100
+    logp = torch.log_softmax(z, dim=-1)
+    n = keep.sum()
+    want_ce = -torch.where(keep, logp.gather(-1, torch.where(keep, nxt, 0).unsqueeze(-1)).squeeze(-1), 0.0).sum() / n
+    onehot = F.one_hot(torch.where(keep, nxt, 0), 13).to(torch.float64)
+    want_ce_grad = torch.where(keep.unsqueeze(-1), logp.exp() - onehot, 0.0) / n  # (p - e_y) / N
+    b = z.clone().requires_grad_()
+    got = L.GPTLMLoss(chunk_size=chunk, in_place=True)(b, y)
+    close(got, want_ce, "CE loss")
+    got.backward()
+    close(b.grad, want_ce_grad, "CE gradient")
+    assert b.grad.data_ptr() == b.data_ptr()
+    keep_kd = y != -100
+    q = torch.softmax(t, dim=-1)
+    nk = keep_kd.sum()
+    want_kd = -torch.where(keep_kd, (q * logp).sum(-1), 0.0).sum() / nk
+    want_kd_grad = torch.where(keep_kd.unsqueeze(-1), logp.exp() - q, 0.0) / nk  # (p - q) / N
+    b = z.clone().requires_grad_()
+    got = L.KDLoss(chunk_size=chunk, in_place=True)(b, t, y)
+    close(got, want_kd, "KD loss")
+    got.backward()
+    close(b.grad, want_kd_grad, "KD gradient")
+    assert b.grad.data_ptr() == b.data_ptr()
+    assert not L.GPTLMLoss(chunk_size=chunk).in_place  # opt-in
+
+
+def test_module_in_place_hook_refuses_reuse_and_a_missing_chunk():
+    z, t, y = _logits(22)
+    with pytest.raises(ValueError, match="in_place=True needs chunk_size"):
+        L.GPTLMLoss(in_place=True)
+    with pytest.raises(ValueError, match="in_place=True needs chunk_size"):
+        L.KDLoss(in_place=True)
+    with pytest.raises(TypeError, match="in_place must be a bool"):
+        L.KDLoss(chunk_size=4, in_place="yes")
+    b = z.clone().requires_grad_()
+    L.GPTLMLoss(chunk_size=4, in_place=True)(b, y)
+    for again in (L.GPTLMLoss(), L.GPTLMLoss(chunk_size=4)):
+        with pytest.raises(RuntimeError, match="overwritten by an in-place chunked loss"):
+            again(b, y)
+    with pytest.raises(RuntimeError, match="overwritten by an in-place chunked loss"):
+        L.KDLoss()(b, t, y)
+    x = z.clone().requires_grad_()
+    L.KDLoss(chunk_size=4, in_place=True)(x, t, y)
+    with pytest.raises(RuntimeError, match="overwritten by an in-place chunked loss"):
+        L.KDLoss(chunk_size=4)(x, t, y)
+    with pytest.raises(RuntimeError, match="overwritten by an in-place chunked loss"):
+        L.KDLoss()(t.clone(), x, y)  # as the teacher too

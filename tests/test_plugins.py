@@ -24,7 +24,13 @@ from lossviz.cli import build_parser, main
 from lossviz.errors import PluginError, PluginWarning
 
 HERE = Path(__file__).parent
-BUILTIN_ORDER = ["basics", "gptlm", "kd", "dpo", "cdpo", "ipo", "kto", "vanilla-kto", "ppo-policy", "ppo-value", "pairwise", "logexp", "prm"]
+# the built-in entries in teaching order: by family (registry.FAMILIES), then each card's `order`
+BUILTIN_ORDER = ["basics", "gptlm", "kd", "gkd",
+                 "dpo", "cdpo", "ipo", "dpo-robust", "dpo-hinge", "dpo-exo", "dpo-nca", "dpo-bco", "dpo-sppo",
+                 "dpo-apo-zero", "dpo-apo-down", "dpo-discopop", "dpo-ln", "rpo",
+                 "simpo", "cpo", "orpo", "kto", "vanilla-kto", "kto-apo-zero", "ppo-policy", "ppo-value",
+                 "grpo", "dr-grpo", "dapo", "gspo", "cispo", "sapo", "gmpo", "gpg", "group-advantages",
+                 "kl-estimators", "pairwise", "logexp", "prm"]
 HINGE = "lossviz_squared_hinge"
 
 

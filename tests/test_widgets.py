@@ -464,3 +464,29 @@ def test_each_switch_shares_a_row_with_its_own_slider_only():
     for name, switch in e.switches.items():
         row = next(r for r in rows if switch in getattr(r, "children", ()))
         assert list(row.children) == [switch, e.sliders[name]] and row.layout.width == "100%"
+
+
+@pytest.mark.parametrize("name", ["ppo-policy", "dapo", "grpo", "gspo", "sapo", "gmpo", "kl-estimators"])
+def test_the_float64_overflow_guard_is_not_printed(name):
+    """The cards carry the production's clamp of the log-ratio at ±¾·log(float64 max) ≈ ±532.3 (exp of it ≈ 1.55e231);
+    the explorer prints the formula without that branch, with a note, as ppo-policy does."""
+    import math
+    import sys
+
+    e = Explorer(name)
+    formula, _, note = e.latex_view.value.partition("printed without the overflow guard")
+    top = 0.75 * math.log(sys.float_info.max)
+    assert f"{top:.1f}" in note and f"{top:.1f}" not in formula and "10^{231}" not in formula, formula[-400:]
+    assert any(f"{top:.4g}"[:5] in str(a) for a in e.lowered.derivation.loss.atoms(sp.Float))  # the card keeps it
+
+
+def test_zero_gradient_sets_with_sliding_bounds_are_intervals():
+    """GSPO's and GMPO's zero-gradient ratios, solved with ε as symbols, are intervals the facts table prints as numbers."""
+    import math
+
+    g = Explorer("gspo").set(clip_eps_low=0.2, clip_eps_high=0.28).fact_values()
+    assert g["zero_gradient_one_token_ratios_A_positive"] == pytest.approx((1.28 ** 3, math.inf))
+    assert g["zero_gradient_one_token_ratios_A_negative"] == pytest.approx((0.0, 0.8 ** 3))
+    m = Explorer("gmpo").set(clip_eps_low=0.4, clip_eps_high=0.3).fact_values()
+    assert m["zero_gradient_token_ratios_A_positive"] == pytest.approx((math.exp(0.3), math.inf))
+    assert m["zero_gradient_token_ratios_A_negative"] == pytest.approx((0.0, math.exp(-0.4)))

@@ -16,6 +16,7 @@ H = sp.Symbol("h", real=True)
 
 class CPO(Card):
     name = "cpo"
+    order = 2
     family = "reference-free"
     production = "lossviz.losses:CPOLoss"
     references = ("cpo",)

@@ -13,6 +13,7 @@ from .figure import LessonFigure, Panel
 
 class DPOAPODown(PairwiseType):
     name = "dpo-apo-down"
+    order = 8
     loss_type = "apo_down"
     references = ("apo",)
     aliases = ("apo-down",)

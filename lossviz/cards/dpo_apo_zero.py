@@ -13,6 +13,7 @@ from .figure import LessonFigure, Mark, Panel
 
 class DPOAPOZero(PairwiseType):
     name = "dpo-apo-zero"
+    order = 7
     loss_type = "apo_zero"
     references = ("apo",)
     aliases = ("apo-zero",)

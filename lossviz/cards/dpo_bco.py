@@ -13,6 +13,7 @@ from .figure import LessonFigure, Mark, Panel
 
 class DPOBCO(PairwiseType):
     name = "dpo-bco"
+    order = 5
     loss_type = "bco_pair"
     references = ("bco",)
     aliases = ("bco-pair",)

@@ -38,6 +38,7 @@ def stationary_points(slope_u, span: float = 3.0, steps: int = 1200):
 
 class DPODiscoPOP(PairwiseType):
     name = "dpo-discopop"
+    order = 9
     loss_type = "discopop"
     kwarg_params = ("discopop_tau",)
     references = ("discopop", "dpo")

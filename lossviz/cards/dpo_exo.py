@@ -15,6 +15,7 @@ U = sp.Symbol("u", real=True)
 
 class DPOExo(PairwiseType):
     name = "dpo-exo"
+    order = 3
     loss_type = "exo_pair"
     kwarg_params = ("label_smoothing",)
     references = ("exo", "dpo")

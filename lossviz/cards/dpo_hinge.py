@@ -12,6 +12,7 @@ from .figure import Curve, LessonFigure, Mark, Panel, Shot
 
 class DPOHinge(PairwiseType):
     name = "dpo-hinge"
+    order = 2
     loss_type = "hinge"
     references = ("slic", "rso", "dpo")
     aliases = ("slic", "rso-hinge")

@@ -31,6 +31,7 @@ def random_lengths(rng, count):
 
 class DPOLN(PairwiseType):
     name = "dpo-ln"
+    order = 10
     loss_type = "sigmoid_norm"
     references = ("simpo", "dpo")
     aliases = ("ln-dpo", "sigmoid-norm")

@@ -13,6 +13,7 @@ from .figure import LessonFigure, Mark, Panel
 
 class DPONCA(PairwiseType):
     name = "dpo-nca"
+    order = 4
     loss_type = "nca_pair"
     references = ("nca",)
     aliases = ("nca-pair",)

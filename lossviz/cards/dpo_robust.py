@@ -18,6 +18,7 @@ def robust_loss(beta, eps, h):
 
 class DPORobust(PairwiseType):
     name = "dpo-robust"
+    order = 1  # teaching order after dpo, cdpo, ipo: the TRL loss types, then RPO
     loss_type = "robust"
     kwarg_params = ("label_smoothing",)
     references = ("rdpo", "dpo")

@@ -11,6 +11,7 @@ from .figure import Axis, LessonFigure, Mark, Panel, Shot
 
 class DPOSPPO(PairwiseType):
     name = "dpo-sppo"
+    order = 6
     loss_type = "sppo_hard"
     references = ("sppo",)
     aliases = ("sppo-hard",)

@@ -84,9 +84,9 @@ class KLEstimators(Card):
     name = "kl-estimators"
     aliases = ("kl", "compute_approx_kl")
     family = "kl"
-    title = "KL estimators k1, k2, k3, |d|"
+    title = "KL estimators k1, k2, k3, |d|, k1+, k3+"
     lesson = ("per-token estimates of KL(π‖π_ref) from d = log π - log π_ref: as loss terms k1's expected gradient is 0, "
-              "k2's is ∇KL(π‖π_ref) and k3's is ∇KL(π_ref‖π)")
+              "k2's is ∇KL(π‖π_ref) and k3's is ∇KL(π_ref‖π); the straight-through k1+ and k3+ keep k1's or k3's value with k2's gradient")
     production = "lossviz.losses:compute_approx_kl"
     params = (Param("kl_estimator", "k3", "the estimator (OpenRLHF / verl names)", choices=ESTIMATORS),)
     variable_latex = {"log_probs": r"\log\pi", "log_probs_base": r"\log\pi_{\mathrm{ref}}",
@@ -95,11 +95,13 @@ class KLEstimators(Card):
     detached = DETACHED  # read only by k1+ / k3+, inside the detached value
     references = ("schulman2020", "tangmunos2025", "openrlhf", "verl")
     cases_doc = "kl_estimator picks the estimator k(d)"
+    # the axis moves log π with the detached copies held (what autograd differentiates, as in the cispo card): a
+    # straight-through curve is k2's parabola shifted to meet k_n's value at log π = sg(log π) = 1; its slope is k2's, d
     controls = (Hold(("log_probs_base", "log_probs_base_detached"), "log_ref", -3.0, 0.0, "log π_ref of the token (d = log π - log π_ref)",
                      default=0.0),)
-    axis = Axis("d", lambda p: {"log_probs": "d", "log_probs_base": 0,  # k1+ / k3+: the detached copies move with their inputs
-                                **({"log_probs_detached": "d", "log_probs_base_detached": 0} if p["kl_estimator"] in STRAIGHT_THROUGH else {})},
-                (-2.0, 2.0), r"$d = \log\pi - \log\pi_{\mathrm{ref}}$ of the sampled token")
+    axis = Axis("d", lambda p: {"log_probs": "d", "log_probs_base": 0,
+                                **({"log_probs_detached": 1, "log_probs_base_detached": 0} if p["kl_estimator"] in STRAIGHT_THROUGH else {})},
+                (-2.0, 2.0), r"sampled token's $\log\pi$ ($= d$ at $\log\pi_{\mathrm{ref}} = 0$)")
     figure = LessonFigure(
         panels=(Panel("loss", "estimate $k(d)$", style=_dashed), Panel("grad", r"gradient $\partial k/\partial d$", style=_dashed)),
         title="as loss terms their expected gradients are 0 (k1), ∇KL(π‖π_ref) (k2) and ∇KL(π_ref‖π) (k3)",

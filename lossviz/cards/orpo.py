@@ -28,6 +28,7 @@ def orpo_loss(lam, mean_c, mean_r):
 
 class ORPO(Card):
     name = "orpo"
+    order = 3
     family = "reference-free"
     production = "lossviz.losses:ORPOLoss"
     references = ("orpo",)

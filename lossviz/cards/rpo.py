@@ -17,6 +17,7 @@ ALPHA = Param("nll_loss_coef", 1.0, "weight α of the chosen response's NLL (per
 
 class RPO(PairwiseType):
     name = "rpo"
+    order = 11
     loss_type = "sigmoid"
     kwarg_params = ("nll_loss_coef",)
     references = ("rpo", "dpo")

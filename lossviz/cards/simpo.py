@@ -46,6 +46,7 @@ def logps_batch(card, rng, p, make_module, scaled, pairs_label="mean over pairs"
 
 class SimPO(Card):
     name = "simpo"
+    order = 1  # teaching order: simpo, cpo, orpo
     family = "reference-free"
     production = "lossviz.losses:SimPOLoss"
     references = ("simpo",)

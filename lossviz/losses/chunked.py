@@ -300,6 +300,7 @@ class FusedLinearCrossEntropy(torch.autograd.Function):
             total += _ce_chunk(z, targets[start:end], keep_all[start:end], denom, z if want_any else None)  # gradient over z
             if want_any:
                 _accumulate_linear_grads(z, h, weight, grad_h, grad_w, grad_b, start, end)
+            del z  # before the next chunk is allocated: one chunk alive at a time
         _save_linear_grads(ctx, grad_h, grad_w, grad_b, weight, bias)
         return total / denom
 
@@ -326,6 +327,7 @@ class FusedLinearDistillation(torch.autograd.Function):
             total += _kd_chunk(z, t, keep[start:end], denom, z if want_any else None, None)  # gradient over z
             if want_any:
                 _accumulate_linear_grads(z, h, weight, grad_h, grad_w, grad_b, start, end)
+            del z, t
         _save_linear_grads(ctx, grad_h, grad_w, grad_b, weight, bias)
         return -total / denom
 

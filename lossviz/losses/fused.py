@@ -36,19 +36,34 @@ fused loss *is* that module's loss; only the head is fused.
   matmuls). This needs the loss to be a weighted sum of per-chunk losses: a mean over pairs
   (every DPO ``loss_type``, SimPO, CPO, ORPO) or over examples (KTO, whose reference point is a
   detached mean of a separate batch); the chunk's loss is weighted by its share of the batch.
-  :class:`FusedLinearPolicyLoss` always runs in the recompute schedule, where one call of
-  :class:`PolicyLoss` sees the whole batch (its aggregations use batch-wide counts).
+  :class:`FusedLinearPolicyLoss` (chunks of whole sequences) calls :class:`PolicyLoss` on the
+  whole batch with the other sequences held constant, since its aggregations use batch-wide counts.
   Memory: a chunk holds at least one whole sequence group (2 × T rows for a pair).
 - ``"auto"`` (default): ``"single"`` when the loss allows it and one sequence group fits the
   memory budget, else ``"recompute"``.
 
-**Chunk size.** ``chunk_size="auto"`` (default) takes the largest chunk whose ``[rows, vocab]``
-temporaries fit ``memory_budget`` bytes (default :data:`DEFAULT_MEMORY_BUDGET`, 64 MiB):
-``rows = memory_budget // (k · vocab · itemsize)``, with ``k`` the number of such temporaries
-alive at once (2 for the label log-probabilities, whose logits chunk is exponentiated and turned
-into its gradient in place; 8 for the token-level GKD whose chunk loss is
-differentiated by autograd). An ``int`` gives the rows (recompute) or sequence groups (single)
-per chunk.
+**Memory budget and chunk size.** ``chunk_size="auto"`` (default) takes the largest chunk whose
+``[rows, vocab]`` temporaries fit the budget: ``rows = budget // (k · vocab · itemsize)`` in the
+compute dtype, with ``k`` the number of such temporaries alive at once: 1 for the label
+log-probabilities (the logits chunk is exponentiated and turned into its own gradient in place;
+1.5 for half inputs, whose half matmul output lives beside the float32 chunk) and
+:data:`TOKEN_LOSS_TEMPORARIES` (8) for GKD. An ``int`` gives the rows (recompute) or sequence
+groups (single) per chunk.
+
+``memory_budget="auto"`` (default) sizes the chunks with :data:`DEFAULT_MEMORY_BUDGET` (64 MiB:
+524 rows at vocabulary 32000 in float32) but lets one chunk grow to the size of the ``lm_head``
+weight (``V × H`` entries), whose gradient exists anyway, in two places: the single-pass schedule
+is chosen when one sequence group (a pair: ``2T`` rows) has at most ``H`` rows, i.e. its logits
+chunk is no larger than the weight; and GKD's chunk temporaries may take the weight's size. The
+extra memory is then at most about twice the weight's gradient plus the hidden states' gradient,
+and the time is that of the single pass (three head matmuls per token, as the full-logits form)
+instead of the recompute's four. An ``int`` budget (bytes) is a hard ceiling for both.
+
+On CPU the head matmuls take nearly all the time and their speed hardly depends on the chunk's
+rows (``benchmarks/bench_fused.py``, 1 pair × 1024 tokens per response, hidden 2048,
+vocabulary 32000: 262-row chunks ran each full pass of the head in 2.8 s, 2048-row chunks in
+3.1 s, under torch.profiler on the shared 2-core machine), so a small recompute chunk costs
+little beyond its extra matmul.
 
 The hidden states' gradient (the size of ``hidden``) and the weight's gradient (the size of the
 weight) are allocated in full, as with any autograd loss; the reference model's log-probabilities
@@ -62,6 +77,7 @@ Measured against Liger on CPU by ``benchmarks/bench_fused.py``.
 
 from __future__ import annotations
 
+import math
 from typing import Callable, List, Optional, Tuple
 
 import torch
@@ -71,27 +87,37 @@ from torch import nn
 from ._checks import IGNORE_INDEX, check_class_labels, check_tensor, compute_dtype
 from .chunked import _check_hidden, _linear_backward, _save_linear_grads, shifted_targets
 
-DEFAULT_MEMORY_BUDGET = 64 * 2**20  # bytes of [chunk, vocab] temporaries: 262 rows at vocab 32000 in float32
+DEFAULT_MEMORY_BUDGET = 64 * 2**20  # bytes of [chunk, vocab] temporaries: 524 rows at vocab 32000 in float32
 MODES = ("auto", "single", "recompute")
-LABEL_TEMPORARIES = 2  # the logits chunk (exponentiated and turned into its gradient in place) + one for half inputs / matmul output
-TOKEN_LOSS_TEMPORARIES = 8  # a token-level loss differentiated by autograd keeps several [chunk, V] tensors
+TOKEN_LOSS_TEMPORARIES = 8  # GKD's chunk: student and teacher log-probabilities, probabilities, log m, and transients
 
 
 # ----------------------------------------------------------------------------- chunk size
 
 
+def label_temporaries(dtype: torch.dtype) -> float:
+    """``[rows, vocab]`` compute-dtype tensors alive per chunk of label log-probabilities: the logits chunk
+    (exponentiated and turned into its gradient in place), plus its half-precision matmul output for half inputs."""
+    compute = compute_dtype(torch.empty(0, dtype=dtype))
+    if compute == dtype:
+        return 1.0
+    return 1.0 + torch.finfo(dtype).bits / torch.finfo(compute).bits
+
+
 def auto_chunk_rows(vocab: int, dtype: torch.dtype, memory_budget: int = DEFAULT_MEMORY_BUDGET,
-                    temporaries: int = LABEL_TEMPORARIES) -> int:
-    """Rows of logits per chunk such that ``temporaries`` ``[rows, vocab]`` tensors fit ``memory_budget`` bytes (at least 1)."""
+                    temporaries: Optional[float] = None) -> int:
+    """Rows of logits per chunk such that ``temporaries`` ``[rows, vocab]`` compute-dtype tensors fit ``memory_budget``
+    bytes (at least 1); ``temporaries`` defaults to :func:`label_temporaries` of ``dtype``."""
     itemsize = torch.finfo(compute_dtype(torch.empty(0, dtype=dtype))).bits // 8
-    return max(1, int(memory_budget) // (temporaries * vocab * itemsize))
+    temporaries = label_temporaries(dtype) if temporaries is None else temporaries
+    return max(1, int(int(memory_budget) // (temporaries * vocab * itemsize)))
 
 
 def _check_options(chunk_size, memory_budget, mode):
     if not (chunk_size == "auto" or (isinstance(chunk_size, int) and not isinstance(chunk_size, bool) and chunk_size >= 1)):
         raise ValueError(f"chunk_size must be a positive int or 'auto', got {chunk_size!r}")
-    if isinstance(memory_budget, bool) or not isinstance(memory_budget, int) or memory_budget < 1:
-        raise ValueError(f"memory_budget must be a positive int (bytes), got {memory_budget!r}")
+    if memory_budget != "auto" and (isinstance(memory_budget, bool) or not isinstance(memory_budget, int) or memory_budget < 1):
+        raise ValueError(f"memory_budget must be a positive int (bytes) or 'auto', got {memory_budget!r}")
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     return chunk_size, memory_budget, mode
@@ -146,6 +172,7 @@ class _LabelLogps(torch.autograd.Function):
             end = start + rows
             z = F.linear(hidden2d[start:end], weight, bias).to(dtype)
             out[start:end], lse[start:end] = _chunk_logps(z, targets[start:end], keep[start:end])
+            del z  # before the next chunk is allocated: one chunk alive at a time
         ctx.save_for_backward(hidden2d, weight, bias, targets, lse)
         ctx.rows = rows
         return out
@@ -171,6 +198,7 @@ class _LabelLogps(torch.autograd.Function):
             z = F.linear(h, weight, bias).to(dtype)
             _head_grads_of_chunk(z, lse[start:end], targets[start:end], keep[start:end], grad_out[start:end],
                                  h, weight, grad_h, grad_w, grad_b, start, end)
+            del z
         return (grad_h, None if grad_w is None else grad_w.to(weight.dtype),
                 None if grad_b is None else grad_b.to(bias.dtype), None, None)
 
@@ -213,6 +241,7 @@ class _SinglePass(torch.autograd.Function):
                         grad_h[s:e] = gh[offset:offset + e - s]
                         offset += e - s
             total += value.detach().to(dtype)
+            del z
         _save_linear_grads(ctx, grad_h, grad_w, grad_b, weight, bias)
         return total
 
@@ -231,7 +260,13 @@ def _frozen_logps(hidden2d, weight, bias, targets, rows):
         end = start + rows
         z = F.linear(hidden2d[start:end], weight, bias).to(dtype)
         out[start:end] = _chunk_logps(z, targets[start:end], keep[start:end])[0]
+        del z
     return out
+
+
+def _itemsize(dtype) -> int:
+    """Bytes of one element in the compute dtype of ``dtype`` (half inputs are computed in float32)."""
+    return torch.finfo(compute_dtype(torch.empty(0, dtype=dtype))).bits // 8
 
 
 def _check_inputs(hidden, weight, bias, labels, names=("hidden", "weight", "bias", "labels")):
@@ -242,8 +277,13 @@ def _check_inputs(hidden, weight, bias, labels, names=("hidden", "weight", "bias
     check_class_labels(names[3], labels, weight.shape[0])
 
 
+def _budget(memory_budget) -> int:
+    """The budget that sizes chunks: ``"auto"`` sizes them with :data:`DEFAULT_MEMORY_BUDGET`."""
+    return DEFAULT_MEMORY_BUDGET if memory_budget == "auto" else memory_budget
+
+
 def _rows(chunk_size, memory_budget, vocab, dtype):
-    return chunk_size if isinstance(chunk_size, int) else auto_chunk_rows(vocab, dtype, memory_budget)
+    return chunk_size if isinstance(chunk_size, int) else auto_chunk_rows(vocab, dtype, _budget(memory_budget))
 
 
 def token_logps(hidden, weight, labels, bias=None, *, chunk_size="auto", memory_budget=DEFAULT_MEMORY_BUDGET):
@@ -271,7 +311,7 @@ def sequence_logps(hidden, weight, labels, bias=None, *, chunk_size="auto", memo
 class _FusedBase(nn.Module):
     """Common options; subclasses say how the loss groups sequences and how it is weighted per chunk."""
 
-    def __init__(self, chunk_size="auto", memory_budget=DEFAULT_MEMORY_BUDGET, mode="auto"):
+    def __init__(self, chunk_size="auto", memory_budget="auto", mode="auto"):
         super().__init__()
         self.chunk_size, self.memory_budget, self.mode = _check_options(chunk_size, memory_budget, mode)
         self.IGNORE_INDEX = IGNORE_INDEX
@@ -280,14 +320,17 @@ class _FusedBase(nn.Module):
     def _separable(self) -> bool:  # may the loss be summed over chunks of whole groups?
         return True
 
-    def _schedule(self, n_groups: int, group_rows: int, vocab: int, dtype) -> Tuple[str, int]:
+    def _schedule(self, n_groups: int, group_rows: int, vocab: int, dtype, hidden_size: int) -> Tuple[str, int]:
         """("single", groups per chunk) or ("recompute", rows per chunk)."""
         mode = self.mode
         if mode == "single" and not self._separable():
             raise ValueError(f"mode='single' needs a loss that is a sum over chunks of sequences; {self._why_not_separable()}")
-        budget_rows = auto_chunk_rows(vocab, dtype, self.memory_budget)
+        budget_rows = auto_chunk_rows(vocab, dtype, _budget(self.memory_budget))
         if mode == "auto":
-            mode = "single" if self._separable() and group_rows <= budget_rows else "recompute"
+            admit_rows = budget_rows
+            if self.memory_budget == "auto":  # one group's logits chunk may be as large as the weight (its gradient exists anyway)
+                admit_rows = max(budget_rows, auto_chunk_rows(vocab, dtype, hidden_size * vocab * _itemsize(dtype)))
+            mode = "single" if self._separable() and group_rows <= admit_rows else "recompute"
         if mode == "single":
             groups = self.chunk_size if isinstance(self.chunk_size, int) else max(1, budget_rows // max(group_rows, 1))
             return "single", min(groups, n_groups)
@@ -305,7 +348,7 @@ class _FusedBase(nn.Module):
         ``loss_of`` returns (loss, extras). Returns (loss, extras) or (loss, [extras per chunk], [seqs per chunk]).
         """
         B, T, H = hidden.shape
-        schedule = self._schedule(n_groups, group_rows, weight.shape[0], hidden.dtype)
+        schedule = self._schedule(n_groups, group_rows, weight.shape[0], hidden.dtype, weight.shape[1])
         self.last_schedule = schedule
         targets = shifted_targets(labels)
         if schedule[0] == "recompute":
@@ -343,7 +386,7 @@ class _FusedPairwise(_FusedBase):
     uses_reference = False
     loss_cls = None
 
-    def __init__(self, *args, chunk_size="auto", memory_budget=DEFAULT_MEMORY_BUDGET, mode="auto", **kwargs):
+    def __init__(self, *args, chunk_size="auto", memory_budget="auto", mode="auto", **kwargs):
         super().__init__(chunk_size, memory_budget, mode)
         self.loss = self.loss_cls(*args, **kwargs)
 
@@ -376,7 +419,7 @@ class _FusedPairwise(_FusedBase):
         """Summed label log-probabilities of the frozen reference, in chunks of the policy's rows (no graph)."""
         _check_hidden(ref_hidden, ref_weight, ref_bias, ("ref_hidden", "ref_weight", "ref_bias"))
         check_class_labels("labels", labels, ref_weight.shape[0])
-        kind, size = self._schedule(n_groups, group_rows, ref_weight.shape[0], ref_hidden.dtype)
+        kind, size = self._schedule(n_groups, group_rows, ref_weight.shape[0], ref_hidden.dtype, ref_weight.shape[1])
         rows = size * group_rows if kind == "single" else size
         flat = _frozen_logps(ref_hidden.detach().reshape(-1, ref_hidden.shape[-1]), ref_weight.detach(),
                              None if ref_bias is None else ref_bias.detach(), shifted_targets(labels), rows)
@@ -386,7 +429,7 @@ class _FusedPairwise(_FusedBase):
 class FusedLinearDPOLoss(_FusedPairwise):
     r""":class:`DPOLoss` of ``hidden @ weight.T (+ bias)`` against a frozen reference head, without the full logits.
 
-    ``FusedLinearDPOLoss(*dpo_args, chunk_size="auto", memory_budget=64 MiB, mode="auto", **dpo_kwargs)``
+    ``FusedLinearDPOLoss(*dpo_args, chunk_size="auto", memory_budget="auto", mode="auto", **dpo_kwargs)``
     builds ``DPOLoss(*dpo_args, **dpo_kwargs)`` (every ``loss_type``, label smoothing, RPO's
     ``nll_loss_coef``).
 
@@ -484,7 +527,7 @@ class FusedLinearKTOLoss(_FusedBase):
     under ``torch.no_grad``); ``loss_type="apo_zero_unpaired"`` needs none. Returns ``KTOLoss``'s outputs, rewards in the order of the batch.
     """
 
-    def __init__(self, *args, chunk_size="auto", memory_budget=DEFAULT_MEMORY_BUDGET, mode="auto", **kwargs):
+    def __init__(self, *args, chunk_size="auto", memory_budget="auto", mode="auto", **kwargs):
         super().__init__(chunk_size, memory_budget, mode)
         from .preference import KTOLoss
 
@@ -537,12 +580,15 @@ class FusedLinearPolicyLoss(_FusedBase):
     weighted sum over tokens, so this equals adding β·k per token before aggregating, as GRPO
     does); the reference's log-probabilities are computed without a graph.
 
-    The aggregation modes couple tokens or sequences through batch-wide counts, so this form runs
-    in the recompute schedule (``mode="single"`` is refused).
+    Every aggregation mode is a sum over sequences of terms that depend on that sequence's
+    log-probabilities only (the batch-wide counts come from the mask), so the single-pass schedule
+    applies too: a chunk of whole sequences gets the gradient of the full ``PolicyLoss`` call with
+    the other sequences' log-probabilities held at ``old_log_probs`` (constants), and the value
+    and metrics come from one last call on all the log-probabilities, without a graph.
     """
 
     def __init__(self, *args, kl_coef: float = 0.0, kl_estimator: str = "k3", chunk_size="auto",
-                 memory_budget=DEFAULT_MEMORY_BUDGET, mode="auto", **kwargs):
+                 memory_budget="auto", mode="auto", **kwargs):
         super().__init__(chunk_size, memory_budget, mode)
         from ._checks import check_real
         from .kl import KL_ESTIMATORS
@@ -553,12 +599,6 @@ class FusedLinearPolicyLoss(_FusedBase):
         if kl_estimator not in KL_ESTIMATORS:
             raise ValueError(f"kl_estimator must be one of {', '.join(KL_ESTIMATORS)}, got {kl_estimator!r}")
         self.kl_estimator = kl_estimator
-
-    def _separable(self):
-        return False
-
-    def _why_not_separable(self):
-        return "PolicyLoss aggregates with batch-wide token or sequence counts"
 
     def forward(self, hidden, weight, labels, old_log_probs, advantages, bias=None, *, ref_hidden=None, ref_weight=None,
                 ref_bias=None, **loss_kwargs):
@@ -574,10 +614,10 @@ class FusedLinearPolicyLoss(_FusedBase):
             ref = _frozen_logps(ref_hidden.detach().reshape(-1, ref_hidden.shape[-1]), ref_weight.detach(),
                                 None if ref_bias is None else ref_bias.detach(), shifted_targets(labels), rows).view(B, T)
 
-        def loss_of(per_token, seqs):
+        def full_loss(per_token):
             out = self.loss(per_token, old_log_probs, advantages, mask, **loss_kwargs)
             if ref is None:
-                return out, ()
+                return out
             from ._reduce import agg_loss
             from .kl import compute_approx_kl
 
@@ -585,17 +625,42 @@ class FusedLinearPolicyLoss(_FusedBase):
             kl = agg_loss(compute_approx_kl(per_token, ref.to(per_token.dtype), self.kl_estimator), mask, mode,
                           loss_scale_factor=self.loss.loss_scale_factor)
             if isinstance(out, tuple):
-                return (out[0] + self.kl_coef * kl, *out[1:]), ()
-            return out + self.kl_coef * kl, ()
+                return (out[0] + self.kl_coef * kl, *out[1:])
+            return out + self.kl_coef * kl
 
-        return self._run(hidden, weight, bias, labels, B, T, lambda g0, g1: [(g0, g1)], loss_of, lambda seqs: 1.0)[0]
+        # the single pass: every aggregation is a sum over sequences of terms that depend on that sequence's
+        # log-probabilities only (the counts come from the mask), so a chunk's gradient is that of the whole
+        # loss with the other sequences held at any constant (old_log_probs); the value comes from one last call
+        held = old_log_probs.detach().to(compute_dtype(hidden))
+        pieces = {}
+
+        def loss_of(per_token, seqs):
+            if self.last_schedule[0] == "recompute":  # one call on the whole batch
+                return full_loss(per_token), ()
+            pieces[seqs] = per_token.detach()
+            out = full_loss(held.index_put((seqs,), per_token))
+            return (out[0] if isinstance(out, tuple) else out), ()
+
+        result = self._run(hidden, weight, bias, labels, B, T, lambda g0, g1: [(g0, g1)], loss_of, lambda seqs: 1.0)
+        if len(result) == 2:
+            return result[0]
+        surrogate = result[0]  # right gradient, value of no meaning
+        per_token = held.clone()
+        for seqs, part in pieces.items():
+            per_token[seqs] = part
+        with torch.no_grad():
+            out = full_loss(per_token)
+        value = out[0] if isinstance(out, tuple) else out
+        loss = surrogate + (value - surrogate).detach()
+        return (loss, *out[1:]) if isinstance(out, tuple) else loss
 
 
 # ----------------------------------------------------------------------------- token-level distillation (GKD / JSD)
 
 
 class _TokenLoss(torch.autograd.Function):
-    """Σ_t keep_t f(z_t, t_t) / Σ keep over token chunks, one pass; f is differentiated by autograd per chunk."""
+    """Σ_t keep_t f(z_t, t_t) / Σ keep over token chunks, one pass; f is the closed-form JSD (``per_token`` =
+    (beta, temperature)) or a function differentiated by autograd per chunk."""
 
     @staticmethod
     def forward(ctx, hidden2d, weight, bias, teacher2d, teacher_weight, teacher_bias, keep, rows, per_token):
@@ -617,12 +682,22 @@ class _TokenLoss(torch.autograd.Function):
             h = hidden2d[start:end]
             z = F.linear(h, weight, bias).to(dtype)
             t = F.linear(teacher2d[start:end], teacher_weight, teacher_bias).to(dtype)
-            z = torch.where(k.unsqueeze(1), z, 0.0).requires_grad_(grad_h is not None or grad_w is not None or grad_b is not None)
-            t = torch.where(k.unsqueeze(1), t, 0.0)
-            with torch.enable_grad():
-                value = torch.where(k, per_token(z, t), 0.0).sum() / denom
-            if z.requires_grad:
-                (dz,) = torch.autograd.grad(value, z)
+            want_any = grad_h is not None or grad_w is not None or grad_b is not None
+            if not bool(k.all()):
+                z = torch.where(k.unsqueeze(1), z, 0.0)
+                t = torch.where(k.unsqueeze(1), t, 0.0)
+            if isinstance(per_token, tuple):  # (beta, temperature): the closed-form gradient of the generalised JSD
+                rows_value, dz = _jsd_chunk(z, t, *per_token, want_any)
+                del z, t
+                value = torch.where(k, rows_value, 0.0).sum() / denom
+                if dz is not None:
+                    dz.mul_((k.to(dtype) / denom).unsqueeze(1))
+            else:  # a custom per-token loss: autograd within the chunk
+                z.requires_grad_(want_any)
+                with torch.enable_grad():
+                    value = torch.where(k, per_token(z, t), 0.0).sum() / denom
+                dz = torch.autograd.grad(value, z)[0] if want_any else None
+            if dz is not None:
                 if grad_h is not None:
                     grad_h[start:end] = (dz.to(weight.dtype) @ weight).to(grad_h.dtype)
                 if grad_w is not None:
@@ -630,6 +705,7 @@ class _TokenLoss(torch.autograd.Function):
                 if grad_b is not None:
                     grad_b.add_(dz.sum(dim=0))
             total += value.detach()
+            z = t = dz = None  # before the next chunk is allocated
         _save_linear_grads(ctx, grad_h, grad_w, grad_b, weight, bias)
         return total
 
@@ -638,14 +714,51 @@ class _TokenLoss(torch.autograd.Function):
         return (*_linear_backward(ctx, grad_output), None, None, None, None, None, None)
 
 
-def _gkd_per_token_from(loss):
-    """The production per-token GKD/JSD function bound to ``loss``'s options."""
-    from . import distill
+def _jsd_chunk(z, t, beta: float, temperature: float, want_grad: bool):
+    r"""Per-row generalised JSD of student logits ``z`` and teacher logits ``t`` (as :func:`gkd_per_token`) and its
+    gradient in ``z``, in closed form (no autograd); ``z`` and ``t`` are overwritten.
 
+    With :math:`p = \operatorname{softmax}(z/\tau)`, :math:`q = \operatorname{softmax}(t/\tau)`,
+    :math:`m = \beta q + (1-\beta) p`: :math:`J = \beta\sum q\log q + (1-\beta)\sum p\log p - \sum m\log m`,
+    so :math:`\partial J/\partial p_k = (1-\beta)(\log p_k - \log m_k) =: a_k` and, through the softmax,
+    :math:`\partial J/\partial z_k = p_k (a_k - \sum_j p_j a_j)/\tau`. At β = 0 (forward KL) this is
+    :math:`(p - q)/\tau`; at β = 1 (reverse KL) :math:`a = \log p - \log q`. Log-probabilities are clamped
+    at the dtype's lowest finite value, as in :func:`gkd_per_token`.
+    """
+    low = torch.finfo(z.dtype).min
+    if temperature != 1.0:
+        z.div_(temperature)
+        t.div_(temperature)
+    log_p = torch.log_softmax(z, dim=-1).clamp_(min=low)
+    log_q = torch.log_softmax(t, dim=-1).clamp_(min=low)
+    del z, t
+    p = log_p.exp()
+    q = log_q.exp()
+    if beta == 0.0:  # KL(q || p)
+        value = torch.where(q > 0, q * (log_q - log_p), 0.0).sum(dim=-1)
+        return value, (p.sub_(q).div_(temperature) if want_grad else None)
+    if beta == 1.0:  # KL(p || q)
+        a = log_p.sub_(log_q)
+        del log_q
+    else:
+        log_m = torch.logaddexp(log_p + math.log1p(-beta), log_q + math.log(beta))
+        teacher_part = torch.where(q > 0, q * (log_q - log_m), 0.0).sum(dim=-1)
+        del log_q
+        a = log_p.sub_(log_m).mul_(1.0 - beta)  # (1-β)(log p - log m)
+        del log_m
+    pa = torch.where(p > 0, p * a, 0.0).sum(dim=-1)  # Σ p a: the student's part of J
+    value = pa if beta == 1.0 else beta * teacher_part + pa
+    if not want_grad:
+        return value, None
+    return value, a.sub_(pa.unsqueeze(1)).mul_(p).div_(temperature)
+
+
+def _gkd_per_token_from(loss):
+    """``(beta, temperature)`` for the closed form of a :class:`GKDLoss`, or a custom ``per_token`` function."""
     fn = getattr(loss, "per_token", None)
     if fn is not None:
         return fn
-    return lambda z, t: distill.gkd_per_token(z, t, beta=loss.beta, temperature=loss.temperature)
+    return (float(loss.beta), float(loss.temperature))
 
 
 class FusedLinearGKDLoss(_FusedBase):
@@ -655,11 +768,11 @@ class FusedLinearGKDLoss(_FusedBase):
     ``forward(hidden[B, T, H], weight[V, H], teacher_hidden[B, T, H'], teacher_weight[V, H'],
     label[B, T], bias=None, teacher_bias=None)``: labels unshifted, as in :class:`KDLoss` (a row
     whose label is ``-100`` is ignored). The loss is token-level, so it runs one pass over token
-    chunks; each chunk's per-token loss is the production function, differentiated by autograd
-    within the chunk.
+    chunks; each chunk's value and gradient in the student logits are computed in closed form
+    (:func:`_jsd_chunk`, no autograd), equal to :func:`gkd_per_token` and its autograd gradient.
     """
 
-    def __init__(self, *args, chunk_size="auto", memory_budget=DEFAULT_MEMORY_BUDGET, **kwargs):
+    def __init__(self, *args, chunk_size="auto", memory_budget="auto", **kwargs):
         super().__init__(chunk_size, memory_budget, "auto")
         from . import GKDLoss
 
@@ -672,8 +785,11 @@ class FusedLinearGKDLoss(_FusedBase):
             raise ValueError(f"teacher_weight must have the student's vocabulary size {weight.shape[0]}, got {teacher_weight.shape[0]}")
         if teacher_hidden.shape[:-1] != hidden.shape[:-1]:
             raise ValueError(f"teacher_hidden must match hidden's token axes {tuple(hidden.shape[:-1])}, got {tuple(teacher_hidden.shape[:-1])}")
+        budget = _budget(self.memory_budget)
+        if self.memory_budget == "auto":  # the chunk's temporaries may take as much as the weight's gradient
+            budget = max(budget, weight.numel() * _itemsize(hidden.dtype))
         rows = self.chunk_size if isinstance(self.chunk_size, int) else auto_chunk_rows(
-            weight.shape[0], hidden.dtype, self.memory_budget, TOKEN_LOSS_TEMPORARIES)
+            weight.shape[0], hidden.dtype, budget, TOKEN_LOSS_TEMPORARIES)
         self.last_schedule = ("token", rows)
         keep = (label != IGNORE_INDEX).reshape(-1)
         return _TokenLoss.apply(

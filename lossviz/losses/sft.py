@@ -44,7 +44,16 @@ from torch import nn
 from typing import Optional
 
 from ._checks import IGNORE_INDEX, check_class_labels, check_real, check_tensor, compute_dtype
-from .chunked import ChunkedCrossEntropy, ChunkedDistillation, check_chunk_size, shifted_targets
+from .chunked import (ChunkedCrossEntropy, ChunkedDistillation, _in_place_view, check_chunk_size, check_not_overwritten,
+                      shifted_targets)
+
+
+def _check_in_place(in_place, chunk_size) -> bool:
+    if not isinstance(in_place, bool):
+        raise TypeError(f"in_place must be a bool, got {type(in_place).__name__}")
+    if in_place and chunk_size is None:
+        raise ValueError("in_place=True needs chunk_size (the gradient is written chunk by chunk into the logits)")
+    return in_place
 
 
 def _check_logits_and_labels(logits: torch.Tensor, labels: torch.Tensor, labels_name: str) -> None:
@@ -65,19 +74,28 @@ class GPTLMLoss(nn.Module):
     ``chunk_size=N`` (keyword-only) processes N tokens at a time with a hand-written backward
     (:mod:`.chunked`): the same value and gradient, with peak memory of the logits gradient
     plus ``O(N × vocab)`` instead of several full ``[tokens, vocab]`` tensors.
+
+    ``in_place=True`` (keyword-only, opt-in; needs ``chunk_size``, else a ``ValueError``) writes
+    that gradient into the logits' own storage instead (as Liger-Kernel's cross-entropy does):
+    the extra memory is about one chunk. The logits then hold the gradient: they must be
+    contiguous, and passing them to a lossviz loss again raises a ``RuntimeError``, as does
+    modifying them before ``backward`` (see :mod:`.chunked`).
     """
 
-    def __init__(self, *, chunk_size: Optional[int] = None) -> None:
+    def __init__(self, *, chunk_size: Optional[int] = None, in_place: bool = False) -> None:
         super().__init__()
         self.IGNORE_INDEX = IGNORE_INDEX
         self.chunk_size = check_chunk_size(chunk_size)
+        self.in_place = _check_in_place(in_place, self.chunk_size)
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         _check_logits_and_labels(logits, labels, "labels")
+        check_not_overwritten("logits", logits)
         vocab = logits.shape[-1]
         check_class_labels("labels", labels, vocab)
         if self.chunk_size:
-            return ChunkedCrossEntropy.apply(logits.reshape(-1, vocab), shifted_targets(labels), self.chunk_size)
+            flat = _in_place_view("logits", logits) if self.in_place else logits.reshape(-1, vocab)
+            return ChunkedCrossEntropy.apply(flat, shifted_targets(labels), self.chunk_size, self.in_place)
         # position t predicts the token at t + 1
         shift_logits = logits[..., :-1, :].reshape(-1, vocab).to(compute_dtype(logits))  # (N, V)
         shift_labels = labels[..., 1:].reshape(-1)  # (N,)
@@ -90,6 +108,9 @@ class KDLoss(nn.Module):
     r"""Knowledge distillation: cross-entropy of the student to the teacher's soft labels.
 
     ``chunk_size=N`` (keyword-only): chunked, with a hand-written backward (see :class:`GPTLMLoss`).
+    ``in_place=True`` (keyword-only, needs ``chunk_size``): the student's gradient is written into
+    the student logits' storage, as in :class:`GPTLMLoss`; the teacher's logits are never
+    overwritten. With τ ≠ 1 the gradient goes into the divided copy ``logits / τ`` instead.
 
     ``temperature=τ`` (keyword-only; Hinton et al. 2015, §2, docs/references.md#hinton2015) softens both distributions,
     :math:`q^\tau = \operatorname{softmax}(z^T/\tau)`, :math:`p^\tau = \operatorname{softmax}(z/\tau)`,
@@ -108,15 +129,18 @@ class KDLoss(nn.Module):
     ``[tokens, vocab]`` tensor).
     """
 
-    def __init__(self, *, chunk_size: Optional[int] = None, temperature: float = 1.0) -> None:
+    def __init__(self, *, chunk_size: Optional[int] = None, temperature: float = 1.0, in_place: bool = False) -> None:
         super().__init__()
         self.IGNORE_INDEX = IGNORE_INDEX
         self.chunk_size = check_chunk_size(chunk_size)
         self.temperature = check_real("temperature", temperature, low=0.0, low_open=True)
+        self.in_place = _check_in_place(in_place, self.chunk_size)
 
     def forward(self, logits: torch.Tensor, teacher_logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         _check_logits_and_labels(logits, label, "label")
         check_tensor("teacher_logits", teacher_logits)
+        check_not_overwritten("logits", logits)
+        check_not_overwritten("teacher_logits", teacher_logits)
         if teacher_logits.shape != logits.shape:
             raise ValueError(
                 f"teacher_logits must have the shape of logits {tuple(logits.shape)}, "
@@ -131,7 +155,8 @@ class KDLoss(nn.Module):
         if self.chunk_size:
             vocab = logits.shape[-1]
             keep = (label != self.IGNORE_INDEX).reshape(-1)
-            return ChunkedDistillation.apply(logits.reshape(-1, vocab), teacher_logits.reshape(-1, vocab), keep, self.chunk_size)
+            flat = _in_place_view("logits", logits) if self.in_place else logits.reshape(-1, vocab)
+            return ChunkedDistillation.apply(flat, teacher_logits.reshape(-1, vocab), keep, self.chunk_size, self.in_place)
         dtype = torch.promote_types(compute_dtype(logits), compute_dtype(teacher_logits))
         keep_rows = (label != self.IGNORE_INDEX).unsqueeze(-1)  # (..., 1)
         # ignored rows are replaced by zeros before the softmaxes: a NaN or inf there (padding) would
