@@ -109,6 +109,8 @@ def agg_loss(
       OpenRLHF's default);
     - ``seq-mean-token-sum``: :math:`w_{i,t} = m_{i,t} / B'` (a verl option);
     - ``seq-mean-token-sum-norm``: :math:`w_{i,t} = m_{i,t} / (B' C)` (Dr. GRPO, #drgrpo; TRL ``dr_grpo``).
+      verl's own ``agg_loss`` of this name divides the sum over all sequences by :math:`C` alone, a
+      loss :math:`B` times larger (the same direction; a learning rate :math:`B` times smaller matches it).
 
     :math:`C` is ``loss_scale_factor``, by default :math:`T` (``loss_mat.shape[-1]``), the
     constant that Dr. GRPO (docs/references.md#drgrpo, §3.1) puts in place of the length
