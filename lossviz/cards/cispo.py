@@ -195,5 +195,5 @@ def draw(req):
         ax.set_ylabel(r"$\partial\ell/\partial\log\pi$")
         if col == 0:
             ax.legend()
-    suptitle(fig, req.title("the detached weight clip(r) scales the gradient -r̂A and never zeroes it"))
+    suptitle(fig, req.title("∂ℓ/∂log π = -clip(r)·A: capped at 1+ε_h, never zero for r > 0"))
     return fig

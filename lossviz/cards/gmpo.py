@@ -49,7 +49,7 @@ class GMPO(SequenceCard):
                 Panel("grad", r"$\partial\ell/\partial r$", tag="A_positive", style={"color": 1}),
                 Panel("grad", r"$\partial\ell/\partial r$", tag="A_negative", style={"color": 1}, cut={"advantages": -1})),
         rows=2, size=(3.6, 2.4), label=r"$-A\,e^{\mathrm{mean}_t \tilde x_t}$",
-        title="each token is clipped in log space: token 0 stops at r = e^ε_h (A\u00a0>\u00a00) or e^-ε_l (A\u00a0<\u00a00)",
+        title="each token is clipped in log space: token 0 stops at r = exp(ε_h) (A\u00a0>\u00a00) or exp(−ε_l) (A\u00a0<\u00a00)",
         marks=(Mark("zero_gradient_token_ratios_A_positive", kind="zone", label="zero gradient", once=True, on="A_positive"),
                Mark("zero_gradient_token_ratios_A_negative", kind="zone", label="zero gradient", once=True, on="A_negative"),
                Mark("token_clip_high", kind="edge", label=r"$e^{{\varepsilon_h}}$", once=True),

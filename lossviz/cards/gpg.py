@@ -22,7 +22,7 @@ class GPG(Card):
     aliases = ("reinforce",)
     family = "grpo"
     order = 8  # teaching order in the grpo family: grpo, dr-grpo, dapo, gspo, cispo, sapo, gmpo, gpg, group-advantages
-    title = "GPG: -A log π, no ratio"
+    title = "GPG: -A log π"
     lesson = "-A·log π per token: the gradient -A never vanishes or saturates, with no old policy, ratio or clip"
     production = "lossviz.losses:PolicyLoss"
     variable_latex = {"log_probs": r"\log\pi", "old_log_probs": r"\log\pi_{\mathrm{old}}", "advantages": "A"}

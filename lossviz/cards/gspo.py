@@ -125,7 +125,7 @@ class GSPO(SequenceCard):
                 Panel("grad", r"$\partial\ell/\partial r$", tag="A_positive", style={"color": 1}),
                 Panel("grad", r"$\partial\ell/\partial r$", tag="A_negative", style={"color": 1}, cut={"advantages": -1})),
         rows=2, size=(3.6, 2.4), label=r"$-\min(sA, \mathrm{clip}(s)A)$, $s = r^{1/3}$",
-        title="one token moves the sequence ratio as s = r^(1/3): the clip binds at r = (1±ε)³",
+        title="one token moves the sequence ratio as s = ∛r: the clip binds at r = (1±ε)³",
         marks=(Mark("zero_gradient_one_token_ratios_A_positive", kind="zone", label="zero gradient", once=True, on="A_positive"),
                Mark("zero_gradient_one_token_ratios_A_negative", kind="zone", label="zero gradient", once=True, on="A_negative"),
                Mark("one_token_clip_high", kind="edge", label=r"$(1+\varepsilon_h)^3$", once=True),

@@ -68,6 +68,14 @@ def tabular(k, grad_k=None):
     return sp.simplify(value), sp.Matrix([sp.simplify(g) for g in grad])
 
 
+def _figure_title(c) -> str:
+    if c.p["kl_estimator"] in STRAIGHT_THROUGH:  # the drawn value is the surrogate autograd differentiates
+        k = c.p["kl_estimator"][:-1]
+        return (f"straight-through: the surrogate {k}(sg(d)) + k2(d) − sg(k2(d)) with sg(d) held at 1 "
+                f"(= {k}'s value at d = 1 only) and its gradient, k2's (= d)")
+    return "as loss terms their expected gradients are 0 (k1), ∇KL(π‖π_ref) (k2) and ∇KL(π_ref‖π) (k3)"
+
+
 class _Summed:
     """compute_approx_kl(...) summed over its elements (it returns per-token values): a scalar to differentiate."""
 
@@ -104,7 +112,7 @@ class KLEstimators(Card):
                 (-2.0, 2.0), r"sampled token's $\log\pi$ ($= d$ at $\log\pi_{\mathrm{ref}} = 0$)")
     figure = LessonFigure(
         panels=(Panel("loss", "estimate $k(d)$", style=_dashed), Panel("grad", r"gradient $\partial k/\partial d$", style=_dashed)),
-        title="as loss terms their expected gradients are 0 (k1), ∇KL(π‖π_ref) (k2) and ∇KL(π_ref‖π) (k3)",
+        title=lambda c: _figure_title(c),
         tag="{kl_estimator}", label=lambda c: c.p["kl_estimator"], sweep_note="")
     gallery = (Shot("kl-estimators", "KL estimators: k1 = d, k2 = d²/2, k3 = e^-d - 1 + d, |d|; as loss terms their expected gradients "
                     "are 0, ∇KL(π‖π_ref) and ∇KL(π_ref‖π)", sweep=("kl_estimator", ESTIMATORS[:4])),)  # k1+ / k3+ repeat k1, k3 and k2
